@@ -1,0 +1,345 @@
+"""The ``learnstream`` command line.
+
+Listings print a table or, with ``--json``, one JSON document. User mistakes end
+with one clear line on stderr and exit code 1, never a traceback. The commands
+that start or reach the queue (``run``, ``worker``, ``submit``) import the
+Celery app from ``workers`` inside the command: the CLI is the process entry
+point that wires the layers together.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from service.config import Settings
+from service.context import Service, get_service, set_service
+from service.errors import LearnstreamError
+
+cli = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="learnstream: continual learning for image classifiers.",
+)
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def _service() -> Service:
+    try:
+        return get_service()
+    except LearnstreamError as exc:
+        _fail(str(exc))
+        raise  # unreachable
+
+
+@cli.command()
+def run(
+    windows: Annotated[int, typer.Option(help="Windows in the demo stream (at least 10).")] = 12,
+    stream: Annotated[str, typer.Option(help="Stream name of the demo.")] = "demo",
+    reset: Annotated[
+        bool, typer.Option(help="Delete the demo stream of an earlier run first.")
+    ] = True,
+) -> None:
+    """The main job: play the demo stream end to end on an in-process worker.
+
+    The last line printed is one JSON object summarising what the service decided.
+    """
+    from celery.contrib.testing.worker import start_worker
+
+    from service.demo import DemoPlan
+    from service.queries import delete_stream
+    from service.run import run_demo
+    from workers.app import QUEUES, configure
+
+    if windows < 10:
+        _fail("--windows must be at least 10 (the schedule needs a shift and a corrupted window)")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    service = Service.from_settings(settings)
+    set_service(service)
+    if reset:
+        delete_stream(service, stream)
+    elif _stream_exists(service, stream):
+        _fail(f"stream {stream!r} already exists in {settings.home}; use --reset or --stream")
+    plan = DemoPlan(
+        windows=windows, window_size=settings.window_size, input_size=settings.input_size
+    )
+    app = configure(settings)
+    typer.echo(
+        f"learnstream run: {windows} windows of {plan.window_size} digits, groups A and B; "
+        f"shift of group {plan.shift_group} from window {plan.shift_window}, labels of group "
+        f"{plan.corrupted_group} corrupted in window {plan.corrupted_window}; "
+        f"store {settings.resolved_database_url}, broker {settings.broker_url}"
+    )
+
+    def send_samples(name: str, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        result = app.send_task("learnstream.ingest", kwargs={"stream": name, "samples": samples})
+        return result.get(timeout=300)
+
+    def send_images(name: str, images: list[str]) -> dict[str, Any]:
+        result = app.send_task("learnstream.predict", kwargs={"stream": name, "images": images})
+        return result.get(timeout=120)
+
+    with start_worker(
+        app,
+        concurrency=1,
+        pool="solo",
+        loglevel="WARNING",
+        perform_ping_check=False,
+        queues=list(QUEUES),
+        shutdown_timeout=120,
+    ):
+        summary = run_demo(service, send_samples, send_images, plan, stream=stream, echo=typer.echo)
+    typer.echo(json.dumps(summary))
+
+
+def _stream_exists(service: Service, name: str) -> bool:
+    from service.queries import status
+
+    return name in status(service)["streams"]
+
+
+@cli.command()
+def worker(
+    queues: Annotated[
+        str, typer.Option("-Q", "--queues", help="Comma-separated queues (default: all).")
+    ] = "ingest,learn,predict",
+    concurrency: Annotated[int, typer.Option("-c", "--concurrency", help="Worker processes.")] = 1,
+    loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+) -> None:
+    """Start a Celery worker on the configured broker."""
+    from workers.app import QUEUES, configure
+
+    unknown = set(queues.split(",")) - set(QUEUES)
+    if unknown:
+        _fail(f"unknown queue(s) {', '.join(sorted(unknown))}; known: {', '.join(QUEUES)}")
+    app = configure(Settings())
+    app.worker_main(
+        ["worker", "-Q", queues, "-c", str(concurrency), f"--loglevel={loglevel}", "-E"]
+    )
+
+
+def _folder_samples(folder: Path, labels_csv: Path | None, group: str) -> list[dict[str, Any]]:
+    """Samples from image files, labelled by a CSV (file,label[,group]) or by subfolder name."""
+    suffixes = {".png", ".jpg", ".jpeg", ".npy"}
+    rows: dict[str, tuple[str, str]] = {}
+    if labels_csv is not None:
+        with labels_csv.open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                rows[row["file"]] = (row["label"], row.get("group") or group)
+    samples = []
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes):
+        relative = str(path.relative_to(folder))
+        if labels_csv is not None:
+            if relative not in rows:
+                continue
+            label, sample_group = rows[relative]
+        else:
+            label, sample_group = path.parent.name, group
+        samples.append(
+            {
+                "image": base64.b64encode(path.read_bytes()).decode(),
+                "label": label,
+                "group": sample_group,
+                "id": relative,
+            }
+        )
+    return samples
+
+
+@cli.command()
+def submit(
+    folder: Annotated[
+        Path | None, typer.Argument(help="Folder of images (subfolder = label).")
+    ] = None,
+    stream: Annotated[str, typer.Option(help="Stream name.")] = "default",
+    labels: Annotated[
+        Path | None, typer.Option(help="CSV with columns file,label[,group].")
+    ] = None,
+    group: Annotated[str, typer.Option(help="Group of images without one in the CSV.")] = "default",
+    demo: Annotated[bool, typer.Option(help="Send the demo stream instead of a folder.")] = False,
+    batch: Annotated[int, typer.Option(help="Samples per ingest call.")] = 64,
+    json_out: JsonOption = False,
+) -> None:
+    """Send images to the ``learnstream.ingest`` queue as a producer would."""
+    from workers.app import configure
+
+    if (folder is None) == (not demo):
+        _fail("give a FOLDER or --demo (not both)")
+    if demo:
+        from service.demo import DemoPlan, demo_stream
+
+        samples = [s for _, window in demo_stream(DemoPlan()) for s in window]
+    else:
+        if not folder.is_dir():
+            _fail(f"{folder} is not a folder")
+        samples = _folder_samples(folder, labels, group)
+        if not samples:
+            _fail(f"no PNG, JPEG or .npy images found in {folder}")
+    app = configure(Settings())
+    totals: dict[str, Any] = {"accepted": 0, "duplicates": 0, "rejected": []}
+    with typer.progressbar(
+        range(0, len(samples), batch), label="submitting", file=sys.stderr
+    ) as bar:
+        for start in bar:
+            chunk = samples[start : start + batch]
+            result = app.send_task(
+                "learnstream.ingest", kwargs={"stream": stream, "samples": chunk}, queue="ingest"
+            ).get(timeout=600)
+            totals["accepted"] += len(result["accepted"])
+            totals["duplicates"] += len(result["duplicates"])
+            totals["rejected"] += [
+                {
+                    "index": start + r["index"],
+                    "id": chunk[r["index"]].get("id"),
+                    "reason": r["reason"],
+                }
+                for r in result["rejected"]
+            ]
+    if json_out:
+        _print_json(totals)
+        return
+    typer.echo(
+        f"accepted {totals['accepted']}, duplicates {totals['duplicates']}, "
+        f"rejected {len(totals['rejected'])}"
+    )
+    for r in totals["rejected"]:
+        typer.echo(f"  rejected #{r['index']} ({r['id']}): {r['reason']}")
+
+
+@cli.command()
+def status(json_out: JsonOption = False) -> None:
+    """Samples, rejections, windows and the champion of every stream."""
+    from service.queries import status as query
+
+    data = query(_service())
+    if json_out:
+        _print_json(data)
+        return
+    if not data["streams"]:
+        typer.echo("no streams yet")
+    for name, s in data["streams"].items():
+        w = s["windows"]
+        typer.echo(
+            f"{name}: {s['samples']} samples, {s['rejected']} rejected; windows open {w['open']}, "
+            f"closed {w['closed']}, processed {w['processed']}; champion "
+            f"{'v' + str(s['champion']) if s['champion'] else 'none'}"
+        )
+
+
+@cli.command()
+def alerts(
+    stream: Annotated[str | None, typer.Option(help="Only this stream.")] = None,
+    open_only: Annotated[bool, typer.Option("--open", help="Only unacknowledged alerts.")] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Drift, fairness, update and ingest alerts, newest first."""
+    from service.queries import list_alerts
+
+    try:
+        rows = list_alerts(_service(), stream, include_acknowledged=not open_only)
+    except LearnstreamError as exc:
+        _fail(str(exc))
+    if json_out:
+        _print_json(rows)
+        return
+    for a in rows:
+        ack = " (acknowledged)" if a["acknowledged"] else ""
+        typer.echo(
+            f"#{a['id']} {a['time'][:19]} {a['severity']:<8} {a['kind']:<20} {a['message']}{ack}"
+        )
+
+
+@cli.command()
+def models(
+    stream: Annotated[str, typer.Option(help="Stream name.")] = "demo",
+    json_out: JsonOption = False,
+) -> None:
+    """Model versions of a stream with lineage, status and gate decisions."""
+    from service.queries import list_models
+
+    try:
+        rows = list_models(_service(), stream)
+    except LearnstreamError as exc:
+        _fail(str(exc))
+    if json_out:
+        _print_json(rows)
+        return
+    for m in rows:
+        star = "*" if m["champion"] else " "
+        reasons = "; ".join((m["gate_report"] or {}).get("reasons", []))
+        typer.echo(
+            f"{star} v{m['version']:<4} {m['status']:<9} parent {m['parent'] or '-':<4} "
+            f"{m['strategy']:<7} windows {m['windows']} {reasons}"
+        )
+
+
+@cli.command()
+def drift(
+    stream: Annotated[str, typer.Option(help="Stream name.")] = "demo",
+    json_out: JsonOption = False,
+) -> None:
+    """Drift verdicts per window: detector, statistic, p-value, per-group verdicts."""
+    from service.queries import list_drift
+
+    try:
+        rows = list_drift(_service(), stream)
+    except LearnstreamError as exc:
+        _fail(str(exc))
+    if json_out:
+        _print_json(rows)
+        return
+    for r in rows:
+        p = f"p={r['p_value']:.4g}" if r["p_value"] is not None else f"stat={r['statistic']:.3g}"
+        groups = [g for g, v in r["per_group"].items() if v.get("is_drift")]
+        typer.echo(
+            f"window {r['window']:>3} {r['kind']:<9} {r['detector']:<6} {p:<14} "
+            f"{r['verdict']}{' in ' + ','.join(groups) if groups else ''}"
+        )
+
+
+@cli.command()
+def promote(
+    version: Annotated[int, typer.Argument(help="Version to make champion.")],
+    stream: Annotated[str, typer.Option(help="Stream name.")] = "demo",
+    by: Annotated[str, typer.Option(help="Who decides.")] = "operator",
+    reason: Annotated[str, typer.Option(help="Why.")] = "manual promotion",
+) -> None:
+    """Make a version the champion (recorded with who and why)."""
+    service = _service()
+    try:
+        with service.store.session() as session:
+            stream_id = service.store.stream(session, stream).id
+        previous = service.registry.promote(stream_id, version, by=by, reason=reason)
+    except LearnstreamError as exc:
+        _fail(str(exc))
+    typer.echo(f"{stream}: champion v{version} (was v{previous})")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        cli()
+    except LearnstreamError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""All of learnstream's settings, read from the environment with the ``LEARNSTREAM_`` prefix.
+
+Every other module receives a :class:`Settings` instance; nothing reads the
+environment on its own, so a test or the embedded runner can build one
+explicitly.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+UpdatePolicy = Literal["on_drift", "every_window", "manual"]
+
+
+class Settings(BaseSettings):
+    """Service settings; each field documents itself and may be set as ``LEARNSTREAM_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="LEARNSTREAM_", extra="ignore")
+
+    home: Path = Field(
+        default=Path(".learnstream"),
+        description="Folder of the embedded default: SQLite database and model registry.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; PostgreSQL as postgresql+psycopg://... Default: SQLite in home.",
+    )
+    broker_url: str = Field(
+        default="memory://",
+        description="Celery broker; memory:// runs everything in one process.",
+    )
+    result_backend: str = Field(default="cache+memory://", description="Celery result backend.")
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis used to announce champion swaps; default: the broker when it is Redis.",
+    )
+    model_dir: Path | None = Field(
+        default=None, description="Model registry folder. Default: <home>/models."
+    )
+    operator_token: str | None = Field(
+        default=None, description="Bearer token required for writes that change models or alerts."
+    )
+
+    # Streams
+    auto_create_streams: bool = Field(
+        default=True, description="Create an unknown stream with defaults on its first sample."
+    )
+    default_classes: list[str] = Field(
+        default=[str(i) for i in range(10)], description="Class list of a new stream."
+    )
+    input_channels: int = Field(default=1, ge=1, le=3, description="Channels the model sees.")
+    input_size: int = Field(
+        default=28, ge=8, le=256, description="Height and width the model sees."
+    )
+
+    # Ingest limits
+    max_samples_per_call: int = Field(default=1024, ge=1, description="Samples in one ingest call.")
+    max_image_bytes: int = Field(
+        default=2_000_000, ge=64, description="Encoded bytes of one image."
+    )
+    max_image_pixels: int = Field(
+        default=4_000_000, ge=64, description="Height times width of one decoded image."
+    )
+    max_group_length: int = Field(default=64, ge=1, description="Characters in a group name.")
+    max_id_length: int = Field(default=128, ge=1, description="Characters in a sample id.")
+    max_meta_bytes: int = Field(default=4096, ge=2, description="JSON bytes of a sample's meta.")
+
+    # Windows and splits
+    window_size: int = Field(default=256, ge=8, description="Accepted samples that close a window.")
+    holdout_fraction: float = Field(
+        default=0.3,
+        gt=0.0,
+        lt=1.0,
+        description="Share of samples kept out of training (by id hash).",
+    )
+
+    # Learning
+    strategy: str = Field(default="replay", description="Avalanche strategy name.")
+    strategy_params: dict[str, float | int | str | bool] = Field(
+        default_factory=dict, description="Settings of the strategy, e.g. mem_size."
+    )
+    update_policy: UpdatePolicy = Field(default="on_drift", description="When a window trains.")
+    train_epochs: int = Field(default=4, ge=1, description="Epochs over a window in one update.")
+    train_batch_size: int = Field(default=32, ge=1, description="Mini-batch size in training.")
+    learning_rate: float = Field(default=0.05, gt=0.0, description="SGD learning rate.")
+    bootstrap_samples: int = Field(
+        default=300, ge=1, description="Training samples needed before version 1 is trained."
+    )
+    bootstrap_epochs: int = Field(default=12, ge=1, description="Epochs for version 1.")
+    min_bootstrap_accuracy: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Holdout accuracy version 1 needs to serve."
+    )
+    seed: int = Field(default=0, description="Seed of training and statistical tests.")
+
+    # Drift
+    drift_p_value: float = Field(
+        default=0.01, gt=0.0, lt=1.0, description="Significance before correction for groups."
+    )
+    drift_permutations: int = Field(default=200, ge=10, description="Permutations of the MMD test.")
+    reference_size: int = Field(default=600, ge=20, description="Held-out samples in a reference.")
+    min_drift_group_size: int = Field(
+        default=20, ge=2, description="Samples a group needs in window and reference to be tested."
+    )
+
+    # Gate
+    gate_tolerance: float = Field(
+        default=0.02, ge=0.0, le=1.0, description="Accuracy a group may lose before it fails."
+    )
+    min_group_size: int = Field(
+        default=30, ge=1, description="Holdout samples a group needs for its verdict to decide."
+    )
+    max_gap_increase: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="How much the best-to-worst group gap may widen."
+    )
+    gate_confidence: float = Field(
+        default=0.95, gt=0.5, lt=1.0, description="Confidence of the per-group intervals."
+    )
+    gate_max_per_window: int = Field(
+        default=200, ge=10, description="Holdout samples drawn from each window for the gate."
+    )
+
+    # Workers
+    window_claim_timeout: float = Field(
+        default=900.0,
+        gt=0,
+        description="Seconds after which a window stuck in processing is retried.",
+    )
+
+    @field_validator("default_classes")
+    @classmethod
+    def _classes_unique(cls, value: list[str]) -> list[str]:
+        if len(value) < 2 or len(set(value)) != len(value):
+            raise ValueError("default_classes needs at least two distinct class names")
+        return value
+
+    @model_validator(mode="after")
+    def _strategy_known(self) -> Settings:
+        # Imported here: the registry of names is tiny and import-safe, avalanche is not loaded.
+        from learners.strategies import validate_strategy
+
+        validate_strategy(self.strategy, dict(self.strategy_params))
+        return self
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL in force: the configured one or SQLite under ``home``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'learnstream.db').resolve()}"
+
+    @cached_property
+    def resolved_model_dir(self) -> Path:
+        """Folder of the model registry."""
+        return (self.model_dir or self.home / "models").resolve()
+
+    @cached_property
+    def announce_url(self) -> str | None:
+        """Redis URL on which champion swaps are published, if any."""
+        if self.redis_url:
+            return self.redis_url
+        if self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return None

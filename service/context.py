@@ -1,0 +1,67 @@
+"""The service context: settings, store and registry shared by the tasks, API and CLI of one process."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from service.config import Settings
+from service.registry import LoadedVersion, Registry
+from service.store import Store
+
+
+@dataclass
+class Service:
+    """Everything a task or a command needs; built once per process."""
+
+    settings: Settings
+    store: Store
+    registry: Registry
+    _versions: OrderedDict[tuple[str, int], LoadedVersion] = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Service:
+        store = Store(settings.resolved_database_url)
+        store.create_schema()
+        return cls(settings, store, Registry(store, settings.resolved_model_dir))
+
+    def version(self, stream: str, version: int) -> LoadedVersion:
+        """A loaded model version, cached: versions never change once written."""
+        key = (stream, version)
+        with self._lock:
+            if key in self._versions:
+                self._versions.move_to_end(key)
+                return self._versions[key]
+        loaded = self.registry.load(stream, version)
+        with self._lock:
+            self._versions[key] = loaded
+            while len(self._versions) > 8:
+                self._versions.popitem(last=False)
+        return loaded
+
+    def close(self) -> None:
+        self.store.dispose()
+
+
+_current: Service | None = None
+_current_lock = threading.Lock()
+
+
+def get_service() -> Service:
+    """This process's service, built from the environment on first use."""
+    global _current
+    with _current_lock:
+        if _current is None:
+            _current = Service.from_settings(Settings())
+        return _current
+
+
+def set_service(service: Service | None) -> None:
+    """Install (or clear) this process's service: the embedded runner and tests use it."""
+    global _current
+    with _current_lock:
+        if _current is not None and _current is not service:
+            _current.close()
+        _current = service

@@ -1,0 +1,145 @@
+"""The gate: a candidate replaces the champion only if no group gets worse beyond chance.
+
+Champion and candidate are scored on the same holdout samples. Per group (with
+fairlearn's MetricFrame for the accuracies) the paired per-sample difference
+gets a normal-approximation interval, Bonferroni-corrected over the groups
+that decide. A deciding group fails when the candidate is worse by more than
+``tolerance`` and the interval's upper end is below zero (worse beyond chance).
+The best-to-worst gap may not widen by more than ``max_gap_increase``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.stats import norm
+
+from learners.evaluation import evaluate_by_group
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    tolerance: float = 0.02
+    min_group_size: int = 30
+    max_gap_increase: float = 0.05
+    confidence: float = 0.95
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Champion against candidate on one slice of the holdout."""
+
+    subject: str
+    n: int
+    champion: float
+    candidate: float
+    difference: float
+    interval: tuple[float, float]
+    verdict: str  # "pass", "fail" or "not decisive"
+    reason: str
+
+
+@dataclass(frozen=True)
+class GateReport:
+    passed: bool
+    n: int
+    groups: list[Comparison]
+    windows: list[Comparison]
+    champion_gap: float
+    candidate_gap: float
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def failed_groups(self) -> list[str]:
+        return [c.subject for c in self.groups if c.verdict == "fail"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _paired_interval(diff: np.ndarray, z: float) -> tuple[float, float]:
+    if len(diff) < 2:
+        return (-1.0, 1.0)
+    se = float(diff.std(ddof=1)) / np.sqrt(len(diff))
+    mean = float(diff.mean())
+    return (mean - z * se, mean + z * se)
+
+
+def _compare(
+    subject: str, champ: np.ndarray, cand: np.ndarray, z: float, s: GateSettings, decides: bool
+) -> Comparison:
+    diff = cand.astype(np.float64) - champ.astype(np.float64)
+    low, high = _paired_interval(diff, z)
+    delta = float(diff.mean()) if len(diff) else 0.0
+    if not decides:
+        verdict, reason = "not decisive", f"{len(diff)} samples, fewer than {s.min_group_size}"
+    elif delta < -s.tolerance and high < 0.0:
+        verdict = "fail"
+        reason = (
+            f"accuracy fell by {-delta:.3f} (more than the tolerance {s.tolerance}), "
+            f"interval [{low:.3f}, {high:.3f}] is below zero"
+        )
+    else:
+        verdict, reason = "pass", f"difference {delta:+.3f}, interval [{low:.3f}, {high:.3f}]"
+    return Comparison(
+        subject=subject,
+        n=len(diff),
+        champion=float(champ.mean()) if len(champ) else 0.0,
+        candidate=float(cand.mean()) if len(cand) else 0.0,
+        difference=delta,
+        interval=(low, high),
+        verdict=verdict,
+        reason=reason,
+    )
+
+
+def run_gate(
+    y_true: np.ndarray,
+    champion_pred: np.ndarray,
+    candidate_pred: np.ndarray,
+    groups: np.ndarray,
+    windows: np.ndarray,
+    settings: GateSettings,
+) -> GateReport:
+    """Decide whether the candidate may replace the champion on this holdout."""
+    y_true, groups, windows = np.asarray(y_true), np.asarray(groups), np.asarray(windows)
+    champ_ok = np.asarray(champion_pred) == y_true
+    cand_ok = np.asarray(candidate_pred) == y_true
+    champ_metrics = evaluate_by_group(y_true, champion_pred, groups)
+    cand_metrics = evaluate_by_group(y_true, candidate_pred, groups)
+    deciding = [g for g, n in champ_metrics.counts.items() if n >= settings.min_group_size]
+    alpha = 1.0 - settings.confidence
+    z = float(norm.ppf(1.0 - alpha / (2 * max(1, len(deciding)))))
+    comparisons = []
+    for g in sorted(champ_metrics.counts):
+        mask = groups == g
+        comparisons.append(
+            _compare(str(g), champ_ok[mask], cand_ok[mask], z, settings, g in deciding)
+        )
+    by_window = [
+        _compare(f"window {w}", champ_ok[windows == w], cand_ok[windows == w], z, settings, False)
+        for w in sorted(set(windows.tolist()))
+    ]
+
+    def gap(metrics) -> float:  # type: ignore[no-untyped-def]
+        accs = [metrics.by_group[g]["accuracy"] for g in deciding]
+        return float(max(accs) - min(accs)) if len(accs) >= 2 else 0.0
+
+    champion_gap, candidate_gap = gap(champ_metrics), gap(cand_metrics)
+    reasons = [f"group {c.subject}: {c.reason}" for c in comparisons if c.verdict == "fail"]
+    if candidate_gap - champion_gap > settings.max_gap_increase:
+        reasons.append(
+            f"best-to-worst group gap widened from {champion_gap:.3f} to {candidate_gap:.3f} "
+            f"(more than {settings.max_gap_increase})"
+        )
+    return GateReport(
+        passed=not reasons,
+        n=len(y_true),
+        groups=comparisons,
+        windows=by_window,
+        champion_gap=champion_gap,
+        candidate_gap=candidate_gap,
+        reasons=reasons,
+    )

@@ -1,0 +1,1 @@
+"""Celery glue: the app (``workers.app``) and the tasks (``workers.tasks``) calling ``service``."""

@@ -1,0 +1,51 @@
+"""The Celery app, declared once; configured from :class:`service.config.Settings` on first use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from service.config import Settings
+
+QUEUES = ("ingest", "learn", "predict")
+ROUTES = {
+    "learnstream.ingest": {"queue": "ingest"},
+    "learnstream.process_window": {"queue": "learn"},
+    "learnstream.predict": {"queue": "predict"},
+}
+
+app = Celery("learnstream", include=["workers.tasks"])
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings: JSON only, late acks, one message prefetched per process."""
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.result_backend,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_routes": ROUTES,
+        "task_default_queue": "ingest",
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_transport_options": {"visibility_timeout": 3600},
+        "result_expires": 86400,
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+    }
+
+
+def configure(settings: Settings) -> Celery:
+    """Apply ``settings`` to the app (the CLI and tests call this before starting anything)."""
+    app.conf.update(celery_config(settings))
+    return app
+
+
+@app.on_configure.connect
+def _configure_from_environment(sender: Celery, **_: Any) -> None:
+    # Runs on the first access to ``app.conf``, never at import time.
+    sender.conf.update(celery_config(Settings()))

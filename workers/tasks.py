@@ -1,0 +1,55 @@
+"""The tasks of the public contract: thin wrappers that call ``service`` and serialise results."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from service.context import get_service
+from service.errors import InvalidRequest, StoreUnavailable
+from service.ingest import ingest, record_rejections
+from service.pipeline import process_pending
+from service.predict import predict_images
+from workers.app import app
+
+log = logging.getLogger(__name__)
+
+RETRY = {
+    "autoretry_for": (StoreUnavailable,),
+    "retry_backoff": 2,
+    "retry_backoff_max": 120,
+    "retry_jitter": True,
+    "max_retries": 50,
+}
+
+
+@app.task(name="learnstream.ingest", acks_late=True, **RETRY)
+def ingest_task(stream: Any = "default", samples: Any = None, **unknown: Any) -> dict[str, Any]:
+    """Validate and persist samples; queue ``process_window`` for every window this call closed."""
+    service = get_service()
+    try:
+        if unknown:
+            raise InvalidRequest(f"unknown argument(s): {', '.join(sorted(unknown))}")
+        if samples is None:
+            raise InvalidRequest("samples: missing")
+        result = ingest(service.store, service.settings, stream, samples)
+    except InvalidRequest as exc:
+        # A call that cannot be read is recorded and fails for good: retrying cannot mend it.
+        name = stream if isinstance(stream, str) else None
+        record_rejections(service.store, name, None, [{"index": None, "reason": str(exc)}])
+        raise
+    for window_id in result.closed_windows:
+        process_window_task.apply_async(kwargs={"stream": stream, "window": window_id})
+    return result.to_dict()
+
+
+@app.task(name="learnstream.process_window", acks_late=True, **RETRY)
+def process_window_task(stream: str, window: int | None = None) -> list[dict[str, Any]]:
+    """Process the stream's closed windows in order (``window`` is a hint; all pending are done)."""
+    return [o.to_dict() for o in process_pending(get_service(), stream)]
+
+
+@app.task(name="learnstream.predict", acks_late=True, **RETRY)
+def predict_task(stream: str = "default", images: Any = None) -> dict[str, Any]:
+    """Predict with the stream's current champion."""
+    return predict_images(get_service(), stream, images)
