@@ -67,7 +67,7 @@ def raise_or_extend_burst(
     counts: dict[str, int],
     burst: timedelta,
 ) -> Alert:
-    """Add ``counts`` to the open alert of this kind and subject from the last ``burst``, or raise one."""
+    """Add ``counts`` to this kind and subject's open alert of the last ``burst``, or raise one."""
     since = utcnow() - burst
     current = session.scalar(
         select(Alert)

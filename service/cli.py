@@ -70,6 +70,7 @@ def run(
     if windows < 10:
         _fail("--windows must be at least 10 (the schedule needs a shift and a corrupted window)")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kombu.connection").setLevel(logging.ERROR)  # memory:// has no host
     settings = Settings()
     service = Service.from_settings(settings)
     set_service(service)
@@ -90,11 +91,11 @@ def run(
 
     def send_samples(name: str, samples: list[dict[str, Any]]) -> dict[str, Any]:
         result = app.send_task("learnstream.ingest", kwargs={"stream": name, "samples": samples})
-        return result.get(timeout=300)
+        return result.get(timeout=300, interval=0.01)
 
     def send_images(name: str, images: list[str]) -> dict[str, Any]:
         result = app.send_task("learnstream.predict", kwargs={"stream": name, "images": images})
-        return result.get(timeout=120)
+        return result.get(timeout=120, interval=0.01)
 
     with start_worker(
         app,

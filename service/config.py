@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     )
     database_url: str | None = Field(
         default=None,
-        description="SQLAlchemy URL; PostgreSQL as postgresql+psycopg://... Default: SQLite in home.",
+        description="SQLAlchemy URL (postgresql+psycopg://...). Default: SQLite in home.",
     )
     broker_url: str = Field(
         default="memory://",
@@ -85,13 +85,13 @@ class Settings(BaseSettings):
         default_factory=dict, description="Settings of the strategy, e.g. mem_size."
     )
     update_policy: UpdatePolicy = Field(default="on_drift", description="When a window trains.")
-    train_epochs: int = Field(default=4, ge=1, description="Epochs over a window in one update.")
+    train_epochs: int = Field(default=10, ge=1, description="Epochs over a window in one update.")
     train_batch_size: int = Field(default=32, ge=1, description="Mini-batch size in training.")
     learning_rate: float = Field(default=0.05, gt=0.0, description="SGD learning rate.")
     bootstrap_samples: int = Field(
         default=300, ge=1, description="Training samples needed before version 1 is trained."
     )
-    bootstrap_epochs: int = Field(default=12, ge=1, description="Epochs for version 1.")
+    bootstrap_epochs: int = Field(default=20, ge=1, description="Epochs for version 1.")
     min_bootstrap_accuracy: float = Field(
         default=0.5, ge=0.0, le=1.0, description="Holdout accuracy version 1 needs to serve."
     )
@@ -101,7 +101,9 @@ class Settings(BaseSettings):
     drift_p_value: float = Field(
         default=0.01, gt=0.0, lt=1.0, description="Significance before correction for groups."
     )
-    drift_permutations: int = Field(default=200, ge=10, description="Permutations of the MMD test.")
+    drift_permutations: int = Field(
+        default=500, ge=100, description="Permutations of the MMD test (resolution 1/n)."
+    )
     reference_size: int = Field(default=600, ge=20, description="Held-out samples in a reference.")
     min_drift_group_size: int = Field(
         default=20, ge=2, description="Samples a group needs in window and reference to be tested."

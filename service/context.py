@@ -1,4 +1,4 @@
-"""The service context: settings, store and registry shared by the tasks, API and CLI of one process."""
+"""The service context: settings, store and registry shared by one process's tasks and CLI."""
 
 from __future__ import annotations
 

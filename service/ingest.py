@@ -63,7 +63,7 @@ class IngestResult:
 
 
 def split_for(sample_id: str, holdout_fraction: float) -> str:
-    """``holdout`` or ``train`` from the id's hash, so a redelivered sample lands on the same side."""
+    """``holdout`` or ``train`` by the id's hash: a redelivered sample lands on the same side."""
     bucket = int.from_bytes(hashlib.sha256(sample_id.encode()).digest()[:8], "big") / 2**64
     return "holdout" if bucket < holdout_fraction else "train"
 
@@ -106,7 +106,7 @@ def _check_text(name: str, value: Any, max_length: int) -> str:
 def prepare_sample(
     raw: Any, index: int, stream: str, classes: list[str], channels: int, size: int, s: Settings
 ) -> PreparedSample:
-    """Validate one raw sample of the contract and convert its image; raises :class:`InvalidSample`."""
+    """Validate one raw sample and convert its image; raises :class:`InvalidSample`."""
     if not isinstance(raw, dict):
         raise InvalidSample(f"sample: must be an object, got {type(raw).__name__}")
     unknown = sorted(set(raw) - SAMPLE_FIELDS)
@@ -244,7 +244,7 @@ def commit_samples(
 def record_rejections(
     store: Store, stream_name: str | None, stream_id: int | None, rejected: list[dict[str, Any]]
 ) -> None:
-    """Store each rejection and fold this call's into the stream's current ``ingest.rejected`` alert."""
+    """Store each rejection and fold them into the stream's current ``ingest.rejected`` alert."""
     if not rejected:
         return
     with store.session() as session:

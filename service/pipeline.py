@@ -31,7 +31,7 @@ from service.batches import Batch, concat, load_batch
 from service.context import Service
 from service.gate import GateReport, GateSettings, run_gate
 from service.registry import LoadedVersion
-from service.schema import DriftReport, Sample, Stream, Window, utcnow
+from service.schema import DriftReport, Stream, Window, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ class WindowProcessor:
     # -- cold start --------------------------------------------------------------------------
 
     def _bootstrap(self) -> None:
-        """Train version 1 from scratch once enough samples arrived; it serves if accurate enough."""
+        """Train version 1 from scratch once enough samples arrived; it serves if accurate."""
         with self.store.session() as session:
             earlier = list(
                 session.scalars(
@@ -253,14 +253,6 @@ class WindowProcessor:
             "overall": round(metrics.overall["accuracy"], 4),
             **{g: round(m["accuracy"], 4) for g, m in metrics.by_group.items()},
         }
-        with self.store.session() as session:
-            session.execute(
-                update(Sample),
-                [
-                    {"id": int(row), "scored_by": champion.version, "correct": bool(ok)}
-                    for row, ok in zip(self.batch.row_ids, correct, strict=True)
-                ],
-            )
 
     # -- 2. drift -------------------------------------------------------------------------------
 
@@ -300,22 +292,6 @@ class WindowProcessor:
             reference = reference.where(np.arange(len(reference)) < limit)
         return reference, concat(everything)
 
-    def _concept_history(self, version: int) -> dict[str, list[bool]]:
-        with self.store.session() as session:
-            rows = session.execute(
-                select(Sample.group, Sample.correct)
-                .where(
-                    Sample.stream_id == self.stream.id,
-                    Sample.scored_by == version,
-                    Sample.window_id != self.window.id,
-                )
-                .order_by(Sample.seq)
-            ).all()
-        history: dict[str, list[bool]] = {}
-        for group, correct in rows:
-            history.setdefault(group, []).append(not correct)
-        return history
-
     def _drift(self, champion: LoadedVersion) -> list[DriftResult]:
         s = self.settings
         reference, label_reference = self._reference(champion)
@@ -344,11 +320,29 @@ class WindowProcessor:
                 min_group_size=s.min_drift_group_size,
             )
         )
+        results.append(concept_drift(self._error_history(champion, reference), self._errors()))
+        return results
+
+    def _errors(self) -> dict[str, list[bool]]:
         current: dict[str, list[bool]] = {}
         for group, ok in zip(self.batch.groups, self.correct, strict=True):
             current.setdefault(group, []).append(not ok)
-        results.append(concept_drift(self._concept_history(champion.version), current))
-        return results
+        return current
+
+    @staticmethod
+    def _error_history(champion: LoadedVersion, reference: Batch) -> dict[str, list[bool]]:
+        """The champion's errors on its held-out reference, oldest first, per group.
+
+        Held-out samples give an unbiased error history from the first window after a
+        swap, when the champion has not scored any window yet.
+        """
+        order = np.argsort(reference.row_ids)
+        pred, _ = predict(champion.model, to_float(reference.x[torch.from_numpy(order)]))
+        wrong = pred.numpy() != reference.y[order]
+        history: dict[str, list[bool]] = {}
+        for group, err in zip(reference.groups[order], wrong, strict=True):
+            history.setdefault(group, []).append(bool(err))
+        return history
 
     def _record_drift(self, results: list[DriftResult]) -> None:
         with self.store.session() as session:

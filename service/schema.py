@@ -63,9 +63,6 @@ class Sample(Base):
     meta: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     image_digest: Mapped[str] = mapped_column(String(64))
     pixels: Mapped[bytes] = mapped_column(LargeBinary)
-    # The champion's prequential verdict on this sample (set when its window is processed).
-    scored_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    correct: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
 
 
 class Window(Base):

@@ -14,7 +14,9 @@ from service.context import Service, set_service
 from service.schema import Base
 from service.store import Store
 
-PG_ADMIN_URL = os.environ.get("LEARNSTREAM_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "LEARNSTREAM_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 REDIS_URL = os.environ.get("LEARNSTREAM_TEST_REDIS", "redis://127.0.0.1:6379")
 
 

@@ -18,6 +18,14 @@ ROUTES = {
 app = Celery("learnstream", include=["workers.tasks"])
 
 
+def _transport_options(broker_url: str) -> dict[str, Any]:
+    if broker_url.startswith("memory://"):
+        # The in-process broker is polled; kombu's default of one second per poll would
+        # dominate the embedded run.
+        return {"polling_interval": 0.01}
+    return {"visibility_timeout": 3600}
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings: JSON only, late acks, one message prefetched per process."""
     return {
@@ -32,7 +40,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "broker_transport_options": {"visibility_timeout": 3600},
+        "broker_transport_options": _transport_options(settings.broker_url),
         "result_expires": 86400,
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,

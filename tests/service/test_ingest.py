@@ -1,8 +1,8 @@
 import base64
 
-from helpers import digit_samples, npy_base64
 import numpy as np
 import pytest
+from helpers import digit_samples, npy_base64
 from sqlalchemy import func, select
 
 from service.errors import InvalidRequest, StreamNotFound
@@ -20,7 +20,11 @@ def test_mixed_batch_accepts_good_and_rejects_bad_with_reasons(service) -> None:
         {"image": good[0]["image"], "label": 1, "group": ""},
         {"image": good[0]["image"], "label": 1, "group": "A", "meta": [1]},
         {"image": base64.b64encode(b"GIF89a").decode(), "label": 1, "group": "A"},
-        {"image": npy_base64(np.array([None], dtype=object), allow_pickle=True), "label": 1, "group": "A"},
+        {
+            "image": npy_base64(np.array([None], dtype=object), allow_pickle=True),
+            "label": 1,
+            "group": "A",
+        },
         {"image": good[0]["image"], "label": 1, "group": "A", "colour": "red"},
         {"label": 1, "group": "A"},
         "not an object",
@@ -31,8 +35,11 @@ def test_mixed_batch_accepts_good_and_rejects_bad_with_reasons(service) -> None:
     assert result.rejected == [
         {"index": 1, "reason": "image: not valid base64"},
         {"index": 2, "reason": "label: 10 is outside the stream's 10 classes"},
-        {"index": 3, "reason": "label: 'seven' is not one of the stream's classes "
-         "['0', '1', '2', '3', '4', '5', '6', '7', '8', '9']"},
+        {
+            "index": 3,
+            "reason": "label: 'seven' is not one of the stream's classes "
+            "['0', '1', '2', '3', '4', '5', '6', '7', '8', '9']",
+        },
         {"index": 4, "reason": "group: must be a non-empty string"},
         {"index": 5, "reason": "meta: must be a JSON object"},
         {"index": 6, "reason": "image: not a PNG, JPEG or .npy file"},
@@ -84,12 +91,16 @@ def test_windows_close_by_size_in_arrival_order(service) -> None:
     samples = digit_samples(150)
     closed = []
     for start in range(0, 150, 40):
-        closed += ingest(service.store, service.settings, "s1", samples[start : start + 40]).closed_windows
+        closed += ingest(
+            service.store, service.settings, "s1", samples[start : start + 40]
+        ).closed_windows
     assert len(closed) == 2
     with service.store.session() as session:
         windows = session.scalars(select(Window).order_by(Window.seq)).all()
         assert [(w.seq, w.state, w.size) for w in windows] == [
-            (1, "closed", 64), (2, "closed", 64), (3, "open", 22)
+            (1, "closed", 64),
+            (2, "closed", 64),
+            (3, "open", 22),
         ]
         seqs = session.scalars(select(Sample.seq).order_by(Sample.seq)).all()
         assert seqs == list(range(1, 151))
@@ -109,7 +120,9 @@ def test_split_is_a_stable_function_of_the_id(service) -> None:
     result = ingest(service.store, service.settings, "s1", digit_samples(30))
     with service.store.session() as session:
         stored = dict(session.execute(select(Sample.sample_id, Sample.split)).all())
-    assert all(stored[i] == split_for(i, service.settings.holdout_fraction) for i in result.accepted)
+    assert all(
+        stored[i] == split_for(i, service.settings.holdout_fraction) for i in result.accepted
+    )
 
 
 def test_label_by_class_name(service) -> None:
@@ -131,5 +144,7 @@ def test_unreadable_calls_fail_clearly(service) -> None:
 
 def test_unknown_stream_refused_when_auto_create_is_off(service) -> None:
     settings = service.settings.model_copy(update={"auto_create_streams": False})
-    with pytest.raises(StreamNotFound, match="unknown stream 'nope' \\(auto_create_streams is off\\)"):
+    with pytest.raises(
+        StreamNotFound, match="unknown stream 'nope' \\(auto_create_streams is off\\)"
+    ):
         ingest(service.store, settings, "nope", digit_samples(1))

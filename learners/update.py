@@ -1,0 +1,87 @@
+"""One incremental update: train a copy of the model on one new experience with a strategy."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from learners.experience import make_experience
+from learners.models import SmallCNN, to_float
+from learners.state import StrategyState, export_state, memory_sample_ids, restore_state
+from learners.strategies import build_strategy, quiet_avalanche
+
+
+@dataclass
+class UpdateResult:
+    """The trained candidate (a new model), the strategy's new state, and what it cost."""
+
+    model: SmallCNN
+    state: StrategyState
+    seconds: float
+    n_samples: int
+
+
+def _check_inputs(x: Tensor, y: Tensor, sample_ids: list[str]) -> None:
+    if x.ndim != 4:
+        raise ValueError(f"x must be (N, C, H, W), got shape {tuple(x.shape)}")
+    if y.ndim != 1 or y.dtype != torch.int64:
+        raise ValueError(f"y must be int64 of shape (N,), got {y.dtype} {tuple(y.shape)}")
+    if not len(x) == len(y) == len(sample_ids):
+        raise ValueError(
+            f"x, y, sample_ids differ in length: {len(x)}, {len(y)}, {len(sample_ids)}"
+        )
+    if len(x) == 0:
+        raise ValueError("cannot train on an empty experience")
+
+
+def train_update(
+    model: SmallCNN,
+    x: Tensor,
+    y: Tensor,
+    *,
+    sample_ids: list[str],
+    strategy: str,
+    params: dict,
+    state: StrategyState | None,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+) -> UpdateResult:
+    """Train a deep copy of `model` on (x, y) as the next experience of `strategy`.
+
+    `state` is what the previous update returned (None for the first experience); the new
+    experience is number `state.experiences_seen`, so per-experience memories keep growing
+    across calls and restarts. Same inputs and seed give bit-identical weights.
+    """
+    started = time.perf_counter()
+    _check_inputs(x, y, sample_ids)
+    if state is not None and state.strategy != strategy:
+        raise ValueError(f"state belongs to strategy {state.strategy!r}, not {strategy!r}")
+    seen = 0 if state is None else state.experiences_seen
+    candidate = copy.deepcopy(model)
+    was_training = model.training
+
+    with torch.random.fork_rng(devices=[]), quiet_avalanche():
+        torch.manual_seed(seed)
+        learner = build_strategy(
+            strategy, candidate, params=params, epochs=epochs, batch_size=batch_size, lr=lr
+        )
+        ids: dict[int, str] = {}
+        if state is not None:
+            restore_state(learner, state)
+            ids = memory_sample_ids(state)
+        # Restored memory samples hold keys 0..len(ids)-1; the new samples are numbered on.
+        first_key = len(ids)
+        keys = range(first_key, first_key + len(sample_ids))
+        ids.update(zip(keys, sample_ids, strict=True))
+        experience = make_experience(to_float(x).contiguous(), y, list(keys), index=seen)
+        learner.train(experience, eval_streams=[])
+        new_state = export_state(strategy, learner, seen + 1, ids)
+
+    candidate.train(was_training)
+    return UpdateResult(candidate, new_state, time.perf_counter() - started, len(sample_ids))
