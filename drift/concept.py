@@ -19,7 +19,9 @@ from drift.result import DriftResult, GroupVerdict
 def _adwin(delta: float):  # type: ignore[no-untyped-def]
     from river.drift import ADWIN
 
-    return ADWIN(delta=delta)
+    # clock=1 looks for a cut after every update: a window holds only a few hundred
+    # errors per group, and river's default (every 32) misses changes at that length.
+    return ADWIN(delta=delta, clock=1)
 
 
 def concept_drift(

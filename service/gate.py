@@ -3,9 +3,12 @@
 Champion and candidate are scored on the same holdout samples. Per group (with
 fairlearn's MetricFrame for the accuracies) the paired per-sample difference
 gets a normal-approximation interval, Bonferroni-corrected over the groups
-that decide. A deciding group fails when the candidate is worse by more than
-``tolerance`` and the interval's upper end is below zero (worse beyond chance).
-The best-to-worst gap may not widen by more than ``max_gap_increase``.
+that decide. "Worse beyond chance" is a one-sided question, so the interval's
+upper end is a one-sided bound at ``confidence`` (its lower end the mirror
+image). A deciding group fails when the candidate is worse by more than
+``tolerance`` and that upper end is below zero. The best-to-worst gap may not
+widen by more than ``max_gap_increase``; such a failure names the candidate's
+worst group.
 """
 
 from __future__ import annotations
@@ -50,10 +53,16 @@ class GateReport:
     champion_gap: float
     candidate_gap: float
     reasons: list[str] = field(default_factory=list)
+    gap_failed: bool = False
+    worst_group: str | None = None
 
     @property
     def failed_groups(self) -> list[str]:
-        return [c.subject for c in self.groups if c.verdict == "fail"]
+        """Groups that got worse beyond chance, or else the worst group when the gap failed."""
+        failed = [c.subject for c in self.groups if c.verdict == "fail"]
+        if not failed and self.gap_failed and self.worst_group is not None:
+            return [self.worst_group]
+        return failed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,7 +120,7 @@ def run_gate(
     cand_metrics = evaluate_by_group(y_true, candidate_pred, groups)
     deciding = [g for g, n in champ_metrics.counts.items() if n >= settings.min_group_size]
     alpha = 1.0 - settings.confidence
-    z = float(norm.ppf(1.0 - alpha / (2 * max(1, len(deciding)))))
+    z = float(norm.ppf(1.0 - alpha / max(1, len(deciding))))
     comparisons = []
     for g in sorted(champ_metrics.counts):
         mask = groups == g
@@ -128,11 +137,13 @@ def run_gate(
         return float(max(accs) - min(accs)) if len(accs) >= 2 else 0.0
 
     champion_gap, candidate_gap = gap(champ_metrics), gap(cand_metrics)
+    worst = min(deciding, key=lambda g: cand_metrics.by_group[g]["accuracy"], default=None)
     reasons = [f"group {c.subject}: {c.reason}" for c in comparisons if c.verdict == "fail"]
-    if candidate_gap - champion_gap > settings.max_gap_increase:
+    gap_failed = candidate_gap - champion_gap > settings.max_gap_increase
+    if gap_failed:
         reasons.append(
             f"best-to-worst group gap widened from {champion_gap:.3f} to {candidate_gap:.3f} "
-            f"(more than {settings.max_gap_increase})"
+            f"(more than {settings.max_gap_increase}); worst group {worst}"
         )
     return GateReport(
         passed=not reasons,
@@ -142,4 +153,6 @@ def run_gate(
         champion_gap=champion_gap,
         candidate_gap=candidate_gap,
         reasons=reasons,
+        gap_failed=gap_failed,
+        worst_group=worst,
     )

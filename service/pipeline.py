@@ -65,6 +65,20 @@ class WindowOutcome:
         return asdict(self)
 
 
+@dataclass
+class Reference:
+    """What a window is compared with, all from windows the champion knows.
+
+    ``holdout``: held-out samples (covariate reference); ``labels``: every sample of those
+    windows (label reference); ``unseen``: the samples the champion never trained on
+    (its error history for the concept detector).
+    """
+
+    holdout: Batch
+    labels: Batch
+    unseen: Batch
+
+
 def claim_next_window(service: Service, stream_id: int) -> int | None:
     """Claim the oldest closed window of a stream unless another is being processed."""
     stale = utcnow() - timedelta(seconds=service.settings.window_claim_timeout)
@@ -275,26 +289,29 @@ class WindowProcessor:
         )
         return quiet + sorted(champion.manifest["windows"], reverse=True)
 
-    def _reference(self, champion: LoadedVersion) -> tuple[Batch, Batch]:
-        """Held-out reference samples (bounded, newest first) and all samples of their windows."""
+    def _reference(self, champion: LoadedVersion) -> Reference:
+        """The champion's reference, newest windows first, bounded by ``reference_size``."""
         limit = self.settings.reference_size
-        held_out, everything, n = [], [], 0
+        trained = set(champion.manifest["windows"])
+        held_out, everything, unseen, n = [], [], [], 0
         with self.store.session() as session:
             for window_id in self._reference_windows(session, champion):
                 batch = load_batch(session, self.stream, [window_id])
                 everything.append(batch)
                 held_out.append(batch.where(batch.splits == "holdout"))
+                unseen.append(held_out[-1] if window_id in trained else batch)
                 n += len(held_out[-1])
                 if n >= limit:
                     break
-        reference = concat(held_out)
-        if len(reference) > limit:
-            reference = reference.where(np.arange(len(reference)) < limit)
-        return reference, concat(everything)
+        holdout = concat(held_out)
+        if len(holdout) > limit:
+            holdout = holdout.where(np.arange(len(holdout)) < limit)
+        return Reference(holdout, concat(everything), concat(unseen))
 
     def _drift(self, champion: LoadedVersion) -> list[DriftResult]:
         s = self.settings
-        reference, label_reference = self._reference(champion)
+        ref = self._reference(champion)
+        reference, label_reference = ref.holdout, ref.labels
         results = []
         if len(reference) >= s.min_drift_group_size:
             detector = MMDCovariateDetector(
@@ -320,7 +337,7 @@ class WindowProcessor:
                 min_group_size=s.min_drift_group_size,
             )
         )
-        results.append(concept_drift(self._error_history(champion, reference), self._errors()))
+        results.append(concept_drift(self._error_history(champion, ref.unseen), self._errors()))
         return results
 
     def _errors(self) -> dict[str, list[bool]]:
@@ -331,10 +348,10 @@ class WindowProcessor:
 
     @staticmethod
     def _error_history(champion: LoadedVersion, reference: Batch) -> dict[str, list[bool]]:
-        """The champion's errors on its held-out reference, oldest first, per group.
+        """The champion's errors on reference samples it never trained on, oldest first, per group.
 
-        Held-out samples give an unbiased error history from the first window after a
-        swap, when the champion has not scored any window yet.
+        These give an unbiased error history from the first window after a swap, before the
+        champion has scored any window of its own.
         """
         order = np.argsort(reference.row_ids)
         pred, _ = predict(champion.model, to_float(reference.x[torch.from_numpy(order)]))
@@ -533,7 +550,8 @@ class WindowProcessor:
 
     def _regression_alert(self, version: int, report: GateReport) -> None:
         groups = report.failed_groups
-        kind = "fairness.regression" if groups else "fairness.gap"
+        regressed = any(c.verdict == "fail" for c in report.groups)
+        kind = "fairness.regression" if regressed else "fairness.gap"
         with self.store.session() as session:
             alerts.raise_alert(
                 session,

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import PG_ADMIN_URL, make_settings
 
-from service.config import Settings
 from service.context import Service, set_service
 from service.schema import Base
 from service.store import Store
-
-PG_ADMIN_URL = os.environ.get(
-    "LEARNSTREAM_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-REDIS_URL = os.environ.get("LEARNSTREAM_TEST_REDIS", "redis://127.0.0.1:6379")
 
 
 @pytest.fixture(scope="session")
@@ -45,22 +39,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     Base.metadata.drop_all(store.engine)
     store.dispose()
     yield url
-
-
-def make_settings(tmp_path: Path, database_url: str | None = None, **overrides) -> Settings:
-    """Small, fast settings for tests."""
-    values = {
-        "home": tmp_path / "home",
-        "database_url": database_url,
-        "window_size": 64,
-        "bootstrap_samples": 40,
-        "drift_permutations": 300,
-        "reference_size": 300,
-        "min_drift_group_size": 15,
-        "min_group_size": 20,
-        **overrides,
-    }
-    return Settings(**values)
 
 
 @pytest.fixture

@@ -4,12 +4,36 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from service.config import Settings
 from service.demo import augment, digits, to_png_base64
+
+PG_ADMIN_URL = os.environ.get(
+    "LEARNSTREAM_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("LEARNSTREAM_TEST_REDIS", "redis://127.0.0.1:6379")
+
+
+def make_settings(tmp_path: Path, database_url: str | None = None, **overrides) -> Settings:
+    """Small, fast settings for tests."""
+    values = {
+        "home": tmp_path / "home",
+        "database_url": database_url,
+        "window_size": 64,
+        "bootstrap_samples": 40,
+        "drift_permutations": 300,
+        "reference_size": 300,
+        "min_drift_group_size": 15,
+        "min_group_size": 20,
+        **overrides,
+    }
+    return Settings(**values)
 
 
 @cache

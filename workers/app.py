@@ -53,7 +53,6 @@ def configure(settings: Settings) -> Celery:
     return app
 
 
-@app.on_configure.connect
-def _configure_from_environment(sender: Celery, **_: Any) -> None:
-    # Runs on the first access to ``app.conf``, never at import time.
-    sender.conf.update(celery_config(Settings()))
+# Lazy defaults from the environment, read on the first access to ``app.conf`` (never at
+# import time); ``configure`` overrides them explicitly.
+app.add_defaults(lambda: celery_config(Settings()))

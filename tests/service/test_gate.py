@@ -62,3 +62,4 @@ def test_widening_gap_fails() -> None:
     report = run_gate(y, champion, candidate, groups, np.ones(2000), GateSettings())
     assert not report.passed
     assert "gap widened" in report.reasons[0]
+    assert report.failed_groups == ["B"]  # nobody got worse: the gap failure names the worst group

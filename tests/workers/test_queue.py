@@ -13,12 +13,11 @@ import pytest
 import redis
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
-from conftest import REDIS_URL, make_settings
-from helpers import digit_samples
+from helpers import REDIS_URL, digit_samples, make_settings
 from sqlalchemy import func, select
 
 from service.context import Service, set_service
-from service.queries import status
+from service.queries import list_models, status
 from service.schema import Rejection
 from workers.app import QUEUES, configure
 
@@ -29,7 +28,7 @@ DB = 11
 def queue_service(tmp_path) -> Iterator[tuple[Service, Celery]]:
     url = f"{REDIS_URL}/{DB}"
     redis.Redis.from_url(url).flushdb()
-    settings = make_settings(tmp_path, broker_url=url, result_backend=url, bootstrap_epochs=3)
+    settings = make_settings(tmp_path, broker_url=url, result_backend=url, bootstrap_samples=120)
     service = Service.from_settings(settings)
     set_service(service)
     app = configure(settings)
@@ -82,24 +81,25 @@ def test_unreadable_call_fails_once_and_is_recorded(queue_service) -> None:
 
 def test_windows_are_processed_and_predict_serves_the_champion(queue_service) -> None:
     service, producer = queue_service
-    samples = digit_samples(128, seed=3)
-    for start in range(0, 128, 32):
+    samples = digit_samples(256, seed=3)
+    for start in range(0, 256, 64):
         _send(
             producer,
             "learnstream.ingest",
             "ingest",
             stream="q",
-            samples=samples[start : start + 32],
+            samples=samples[start : start + 64],
         ).get(timeout=60)
     deadline = time.monotonic() + 120
-    while status(service)["streams"]["q"]["windows"]["processed"] < 2:
+    while status(service)["streams"]["q"]["windows"]["processed"] < 4:
         assert time.monotonic() < deadline, status(service)
         time.sleep(0.3)
-    assert status(service)["streams"]["q"]["champion"] == 1
+    champion = status(service)["streams"]["q"]["champion"]
+    assert champion is not None, [m["gate_report"] for m in list_models(service, "q")]
     images = [s["image"] for s in samples[:5]]
     answer = _send(producer, "learnstream.predict", "predict", stream="q", images=images).get(
         timeout=60
     )
-    assert answer["model_version"] == 1
+    assert answer["model_version"] == champion
     assert len(answer["predictions"]) == 5
     assert all(len(p["scores"]) == 10 and p["label"] in "0123456789" for p in answer["predictions"])

@@ -1,0 +1,107 @@
+"""Window processing end to end on a small demo plan, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from service.demo import DemoPlan, demo_stream
+from service.ingest import ingest
+from service.pipeline import claim_next_window, process_pending
+from service.predict import predict_images
+from service.queries import list_alerts, list_drift, list_models, status
+from service.schema import Window
+
+PLAN = DemoPlan(windows=9, window_size=128, shift_window=4, corrupted_window=7, bad_samples={})
+
+
+@pytest.fixture
+def demo_service(tmp_path, database_url):
+    from helpers import make_settings
+
+    from service.context import Service, set_service
+
+    settings = make_settings(tmp_path, database_url, window_size=128, bootstrap_samples=150)
+    service = Service.from_settings(settings)
+    set_service(service)
+    yield service
+    set_service(None)
+
+
+def _play(service, plan):  # type: ignore[no-untyped-def]
+    outcomes, served = [], []
+    for _, samples in demo_stream(plan):
+        for start in range(0, len(samples), 64):
+            ingest(service.store, service.settings, "demo", samples[start : start + 64])
+        outcomes += process_pending(service, "demo")
+        served.append(status(service)["streams"]["demo"]["champion"])
+    return outcomes, served
+
+
+def test_demo_schedule_is_detected_and_the_gate_rejects_the_corrupted_update(demo_service) -> None:
+    outcomes, served = _play(demo_service, PLAN)
+    assert [o.window for o in outcomes] == list(range(1, 10))
+    by_window = {o.window: o for o in outcomes}
+    assert not any(o.drifted for o in outcomes if o.window < PLAN.shift_window)
+    assert by_window[PLAN.shift_window].drift["covariate"]
+    assert "B" in by_window[PLAN.shift_window].drifted_groups["covariate"]
+    promoted_after_shift = [
+        o.promoted for o in outcomes if o.window >= PLAN.shift_window and o.promoted
+    ]
+    assert promoted_after_shift, "the shift must lead to a promotion"
+    corrupted = by_window[PLAN.corrupted_window]
+    assert corrupted.updated and corrupted.rejected is not None and corrupted.gate_passed is False
+    assert corrupted.champion_after == corrupted.champion_before  # the champion keeps serving
+    fairness = [a for a in list_alerts(demo_service) if a["kind"].startswith("fairness.")]
+    assert len(fairness) == 1 and "B" in fairness[0]["payload"]["groups"]
+    assert all(v is not None for v in served[1:])  # a champion serves from bootstrap on
+    models = {m["version"]: m for m in list_models(demo_service, "demo")}
+    assert models[corrupted.rejected]["status"] == "rejected"
+    assert models[corrupted.rejected]["gate_report"]["reasons"]
+    drift_rows = list_drift(demo_service, "demo")
+    assert {r["kind"] for r in drift_rows} == {"covariate", "label", "concept"}
+    assert all(r["threshold"] > 0 and r["feature_space"] for r in drift_rows)
+    counts = status(demo_service)["streams"]["demo"]["windows"]
+    assert counts == {"open": 0, "closed": 0, "processed": 9}
+
+
+def test_a_crash_in_the_update_leaves_the_champion_serving(sqlite_service, monkeypatch) -> None:
+    import service.pipeline as pipeline
+
+    plan = DemoPlan(windows=2, window_size=64, bad_samples={})
+    for _, samples in demo_stream(plan):
+        ingest(sqlite_service.store, sqlite_service.settings, "demo", samples)
+    process_pending(sqlite_service, "demo")
+    champion = status(sqlite_service)["streams"]["demo"]["champion"]
+    assert champion is not None
+
+    def boom(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(pipeline, "train_update", boom)
+    settings = sqlite_service.settings.model_copy(update={"update_policy": "every_window"})
+    monkeypatch.setattr(sqlite_service, "settings", settings)
+    more = DemoPlan(windows=3, window_size=64, bad_samples={}, seed=99)
+    samples = list(demo_stream(more))[2][1]
+    ingest(sqlite_service.store, sqlite_service.settings, "demo", samples)
+    (outcome,) = process_pending(sqlite_service, "demo")
+    assert outcome.error == "RuntimeError: disk on fire"
+    assert status(sqlite_service)["streams"]["demo"]["champion"] == champion
+    failed = [a for a in list_alerts(sqlite_service) if "disk on fire" in a["message"]]
+    assert len(failed) == 1 and failed[0]["kind"] == "update.failed"
+    assert "the champion keeps serving" in failed[0]["message"]
+    image = samples[0]["image"]
+    assert predict_images(sqlite_service, "demo", [image])["model_version"] == champion
+
+
+def test_windows_are_claimed_one_at_a_time_in_order(sqlite_service) -> None:
+    plan = DemoPlan(windows=2, window_size=64, bad_samples={})
+    for _, samples in demo_stream(plan):
+        ingest(sqlite_service.store, sqlite_service.settings, "demo", samples)
+    with sqlite_service.store.session() as session:
+        stream_id = session.scalar(select(Window.stream_id))
+    first = claim_next_window(sqlite_service, stream_id)
+    assert first is not None
+    assert claim_next_window(sqlite_service, stream_id) is None  # the stream is busy
+    with sqlite_service.store.session() as session:
+        assert session.get(Window, first).seq == 1

@@ -1,0 +1,87 @@
+"""The registry: atomic versions, digests, the champion pointer, hot swap for predict."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from helpers import digit_samples
+
+from learners.models import build_model
+from learners.state import StrategyState
+from service.errors import ModelNotFound
+from service.ingest import get_or_create_stream
+from service.predict import predict_images
+from service.queries import list_models
+
+ARCH = {"n_classes": 10, "in_channels": 1, "input_size": 28}
+
+
+def _write(service, stream, seed: int, parent=None) -> int:  # type: ignore[no-untyped-def]
+    model = build_model(seed=seed, **ARCH)
+    state = StrategyState("naive", 1, {}, {"experiences_seen": 1, "buffer_ids": []})
+    return service.registry.create_version(
+        stream, model, state, parent=parent, strategy="naive", params={}, windows=[1], arch=ARCH
+    )
+
+
+def test_versions_are_written_whole_and_read_back(service) -> None:
+    stream = get_or_create_stream(service.store, "s", service.settings)
+    version = _write(service, stream, seed=1)
+    folder = service.registry.folder("s", version)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "manifest.json",
+        "model.safetensors",
+        "state.safetensors",
+    ]
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".tmp")]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["version"] == 1 and manifest["arch"] == ARCH
+    loaded = service.registry.load("s", version)
+    original = build_model(seed=1, **ARCH)
+    for name, tensor in original.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[name], tensor)
+    assert list_models(service, "s")[0]["status"] == "candidate"
+
+
+def test_a_crash_while_writing_leaves_nothing_visible(service, monkeypatch) -> None:
+    stream = get_or_create_stream(service.store, "s", service.settings)
+    import service.registry as registry
+
+    def broken_save(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError("disk full")
+
+    monkeypatch.setattr(registry, "save_state", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        _write(service, stream, seed=1)
+    assert list((service.registry.model_dir / "s").iterdir()) == []
+    assert list_models(service, "s") == []
+
+
+def test_tampered_files_are_refused(service) -> None:
+    stream = get_or_create_stream(service.store, "s", service.settings)
+    version = _write(service, stream, seed=1)
+    path = service.registry.folder("s", version) / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(ModelNotFound, match="does not match its digest"):
+        service.registry.load("s", version)
+
+
+def test_promotion_moves_the_pointer_and_predict_follows_without_restart(service) -> None:
+    stream = get_or_create_stream(service.store, "s", service.settings)
+    v1, v2 = _write(service, stream, seed=1), _write(service, stream, seed=2, parent=1)
+    image = digit_samples(1)[0]["image"]
+    with pytest.raises(ModelNotFound, match="has no champion yet"):
+        predict_images(service, "s", [image])
+    assert service.registry.promote(stream.id, v1, by="test", reason="first") is None
+    first = predict_images(service, "s", [image])
+    assert first["model_version"] == 1
+    assert service.registry.promote(stream.id, v2, by="ops", reason="better") == 1
+    second = predict_images(service, "s", [image])
+    assert second["model_version"] == 2
+    assert first["predictions"][0]["scores"] != second["predictions"][0]["scores"]
+    statuses = {m["version"]: m["status"] for m in list_models(service, "s")}
+    assert statuses == {1: "retired", 2: "champion"}
+    with pytest.raises(ModelNotFound, match="no version 9"):
+        service.registry.promote(stream.id, 9, by="ops", reason="typo")
