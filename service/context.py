@@ -4,28 +4,37 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 from service.config import Settings
-from service.registry import LoadedVersion, Registry
 from service.store import Store
 
+if TYPE_CHECKING:
+    from service.registry import LoadedVersion, Registry
 
-@dataclass
+
 class Service:
     """Everything a task or a command needs; built once per process."""
 
-    settings: Settings
-    store: Store
-    registry: Registry
-    _versions: OrderedDict[tuple[str, int], LoadedVersion] = field(default_factory=OrderedDict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self._versions: OrderedDict[tuple[str, int], LoadedVersion] = OrderedDict()
+        self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Service:
         store = Store(settings.resolved_database_url)
         store.create_schema()
-        return cls(settings, store, Registry(store, settings.resolved_model_dir))
+        return cls(settings, store)
+
+    @cached_property
+    def registry(self) -> Registry:
+        """The model registry; imported on first use so read-only commands skip torch."""
+        from service.registry import Registry
+
+        return Registry(self.store, self.settings.resolved_model_dir)
 
     def version(self, stream: str, version: int) -> LoadedVersion:
         """A loaded model version, cached: versions never change once written."""

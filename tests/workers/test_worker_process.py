@@ -1,0 +1,79 @@
+"""`learnstream worker` as a real process, fed by `learnstream submit` as a producer would."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from helpers import REDIS_URL, digit_samples
+
+DB = 12
+
+
+def _cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_submit_a_folder_to_a_worker_process(tmp_path: Path) -> None:
+    url = f"{REDIS_URL}/{DB}"
+    redis.Redis.from_url(url).flushdb()
+    env = {
+        **os.environ,
+        "LEARNSTREAM_HOME": str(tmp_path / "home"),
+        "LEARNSTREAM_BROKER_URL": url,
+        "LEARNSTREAM_RESULT_BACKEND": url,
+        "LEARNSTREAM_WINDOW_SIZE": "16",
+        "LEARNSTREAM_BOOTSTRAP_SAMPLES": "1000",
+    }
+    env.pop("LEARNSTREAM_DATABASE_URL", None)
+    folder = tmp_path / "images"
+    for sample in digit_samples(20, seed=5):
+        label_dir = folder / str(sample["label"])
+        label_dir.mkdir(parents=True, exist_ok=True)
+        (label_dir / f"{sample['id']}.png").write_bytes(base64.b64decode(sample["image"]))
+    (folder / "3" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "worker", "-c", "1", "--loglevel", "WARNING"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        done = _cli(
+            "submit", str(folder), "--stream", "folders", "--group", "cam1", "--json", env=env
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        totals = json.loads(done.stdout)
+        assert totals["accepted"] == 20 and totals["duplicates"] == 0
+        assert [r["id"] for r in totals["rejected"]] == ["3/broken.png"]
+        assert totals["rejected"][0]["reason"] == "image: PNG header is truncated or damaged"
+        again = json.loads(
+            _cli("submit", str(folder), "--stream", "folders", "--json", env=env).stdout
+        )
+        assert again["accepted"] == 0 and again["duplicates"] == 20
+        deadline = time.monotonic() + 60
+        while True:
+            status = json.loads(_cli("status", "--json", env=env).stdout)["streams"]["folders"]
+            if status["windows"]["processed"] == 1 or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        assert status["samples"] == 20 and status["rejected"] == 2
+        assert status["windows"] == {"open": 1, "closed": 0, "processed": 1}
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
