@@ -123,6 +123,9 @@ def worker(
     ] = "ingest,learn,predict",
     concurrency: Annotated[int, typer.Option("-c", "--concurrency", help="Worker processes.")] = 1,
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+    beat: Annotated[
+        bool, typer.Option("-B", "--beat", help="Also run the sweep schedule (one worker only).")
+    ] = False,
 ) -> None:
     """Start a Celery worker on the configured broker."""
     from workers.app import QUEUES, configure
@@ -131,9 +134,8 @@ def worker(
     if unknown:
         _fail(f"unknown queue(s) {', '.join(sorted(unknown))}; known: {', '.join(QUEUES)}")
     app = configure(Settings())
-    app.worker_main(
-        ["worker", "-Q", queues, "-c", str(concurrency), f"--loglevel={loglevel}", "-E"]
-    )
+    argv = ["worker", "-Q", queues, "-c", str(concurrency), f"--loglevel={loglevel}", "-E"]
+    app.worker_main([*argv, "-B"] if beat else argv)
 
 
 def _folder_samples(folder: Path, labels_csv: Path | None, group: str) -> list[dict[str, Any]]:
@@ -236,11 +238,13 @@ def status(json_out: JsonOption = False) -> None:
     if not data["streams"]:
         typer.echo("no streams yet")
     for name, s in data["streams"].items():
-        w = s["windows"]
+        w, b = s["windows"], s["backlog"]
         typer.echo(
             f"{name}: {s['samples']} samples, {s['rejected']} rejected; windows open {w['open']}, "
             f"closed {w['closed']}, processed {w['processed']}; champion "
-            f"{'v' + str(s['champion']) if s['champion'] else 'none'}"
+            f"{'v' + str(s['champion']) if s['champion'] else 'none'}; "
+            f"ingest {b['ingest_rate_per_s']}/s, {b['samples_waiting']} samples waiting, "
+            f"{b['windows_queued']} windows queued, learner lag {b['learner_lag_s']} s"
         )
 
 

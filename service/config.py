@@ -72,6 +72,15 @@ class Settings(BaseSettings):
 
     # Windows and splits
     window_size: int = Field(default=256, ge=8, description="Accepted samples that close a window.")
+    window_max_age: float = Field(
+        default=3600.0, gt=0, description="Seconds after which an open window closes anyway."
+    )
+    window_min_size: int = Field(
+        default=32, ge=1, description="Samples an open window needs to be closed by age."
+    )
+    sweep_interval: float = Field(
+        default=60.0, gt=0, description="Seconds between sweeps that close windows by age."
+    )
     holdout_fraction: float = Field(
         default=0.3,
         gt=0.0,

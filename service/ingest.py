@@ -26,7 +26,7 @@ from service import alerts
 from service.config import Settings
 from service.errors import InvalidRequest, InvalidSample, StreamNotFound
 from service.images import decode, to_input
-from service.schema import Rejection, Sample, Stream, Window, utcnow
+from service.schema import Rejection, Sample, Stream, Window, as_utc, utcnow
 from service.store import Store
 
 log = logging.getLogger(__name__)
@@ -171,10 +171,25 @@ def get_or_create_stream(store: Store, name: str, settings: Settings) -> Stream:
             return store.stream(session, name)
 
 
-def _open_window(session: Session, stream_id: int) -> Window:
+def _close(window: Window, closed: list[int]) -> None:
+    window.state, window.closed_at = "closed", utcnow()
+    closed.append(window.id)
+
+
+def _aged(window: Window, max_age: float, min_size: int) -> bool:
+    age = (utcnow() - as_utc(window.opened_at)).total_seconds()
+    return age >= max_age and window.size >= min_size
+
+
+def _open_window(session: Session, stream_id: int, settings: Settings, closed: list[int]) -> Window:
+    """The stream's open window; one that has grown too old is closed and replaced."""
     window = session.scalar(
         select(Window).where(Window.stream_id == stream_id, Window.state == "open")
     )
+    if window is not None and _aged(window, settings.window_max_age, settings.window_min_size):
+        _close(window, closed)
+        session.flush()
+        window = None
     if window is None:
         last = session.scalar(select(func.max(Window.seq)).where(Window.stream_id == stream_id))
         window = Window(stream_id=stream_id, seq=(last or 0) + 1, state="open", size=0)
@@ -184,7 +199,7 @@ def _open_window(session: Session, stream_id: int) -> Window:
 
 
 def commit_samples(
-    store: Store, stream_id: int, prepared: list[PreparedSample], window_size: int
+    store: Store, stream_id: int, prepared: list[PreparedSample], settings: Settings
 ) -> IngestResult:
     """Insert new samples in one transaction, assigning windows in arrival order."""
     result = IngestResult()
@@ -212,7 +227,7 @@ def commit_samples(
                 result.duplicates.append(p.sample_id)
                 continue
             existing.add(p.sample_id)
-            window = window or _open_window(session, stream_id)
+            window = window or _open_window(session, stream_id, settings, result.closed_windows)
             rows.append(
                 {
                     "stream_id": stream_id,
@@ -231,9 +246,8 @@ def commit_samples(
             next_seq += 1
             window.size += 1
             result.accepted.append(p.sample_id)
-            if window.size >= window_size:
-                window.state, window.closed_at = "closed", utcnow()
-                result.closed_windows.append(window.id)
+            if window.size >= settings.window_size:
+                _close(window, result.closed_windows)
                 session.flush()
                 window = None
         if rows:
@@ -286,7 +300,7 @@ def ingest(store: Store, settings: Settings, stream: Any, samples: Any) -> Inges
             )
         except InvalidSample as exc:
             rejected.append({"index": index, "reason": str(exc)})
-    result = commit_samples(store, record.id, prepared, settings.window_size)
+    result = commit_samples(store, record.id, prepared, settings)
     result.rejected = rejected
     record_rejections(store, stream, record.id, rejected)
     if rejected:
@@ -295,3 +309,37 @@ def ingest(store: Store, settings: Settings, stream: Any, samples: Any) -> Inges
             extra={"stream": stream, "rejected": len(rejected), "accepted": len(result.accepted)},
         )
     return result
+
+
+def close_aged_windows(store: Store, settings: Settings) -> dict[str, list[int]]:
+    """Close every open window older than ``window_max_age`` (so a slow stream still gets
+    checked); returns the closed window ids by stream name."""
+    with store.session() as session:
+        candidates = session.execute(
+            select(Stream.id, Stream.name, Window.opened_at)
+            .join(Window, Window.stream_id == Stream.id)
+            .where(Window.state == "open", Window.size >= settings.window_min_size)
+        ).all()
+    closed: dict[str, list[int]] = {}
+    for stream_id, name, opened_at in candidates:
+        age = (utcnow() - as_utc(opened_at)).total_seconds()
+        if age < settings.window_max_age:
+            continue
+        ids: list[int] = []
+        with store.session() as session:
+            session.execute(
+                update(Stream)
+                .where(Stream.id == stream_id)
+                .values(lock_version=Stream.lock_version + 1)
+            )
+            window = session.scalar(
+                select(Window).where(Window.stream_id == stream_id, Window.state == "open")
+            )
+            if window is not None and _aged(
+                window, settings.window_max_age, settings.window_min_size
+            ):
+                _close(window, ids)
+        if ids:
+            closed[name] = ids
+            log.info("window closed by age", extra={"stream": name, "window_ids": ids})
+    return closed

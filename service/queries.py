@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -17,11 +18,45 @@ from service.schema import (
     Sample,
     Stream,
     Window,
+    as_utc,
+    utcnow,
 )
+
+RATE_WINDOW_S = 60.0
+
+
+def _backlog(session, stream_id: int) -> dict[str, float | int]:  # type: ignore[no-untyped-def]
+    """What waits: the recent ingest rate, the open window, windows queued and the lag."""
+    now = utcnow()
+    recent = session.scalar(
+        select(func.count())
+        .select_from(Sample)
+        .where(
+            Sample.stream_id == stream_id,
+            Sample.received_at >= now - timedelta(seconds=RATE_WINDOW_S),
+        )
+    )
+    waiting = session.scalar(
+        select(func.coalesce(func.sum(Window.size), 0)).where(
+            Window.stream_id == stream_id, Window.state == "open"
+        )
+    )
+    queued = session.execute(
+        select(func.count(), func.min(Window.closed_at)).where(
+            Window.stream_id == stream_id, Window.state.in_(("closed", "processing"))
+        )
+    ).one()
+    lag = (now - as_utc(queued[1])).total_seconds() if queued[1] is not None else 0.0
+    return {
+        "ingest_rate_per_s": round(recent / RATE_WINDOW_S, 3),
+        "samples_waiting": int(waiting),
+        "windows_queued": int(queued[0]),
+        "learner_lag_s": round(lag, 1),
+    }
 
 
 def status(service: Service) -> dict[str, Any]:
-    """Per stream: samples, rejections, windows by state and the champion."""
+    """Per stream: samples, rejections, windows by state, the champion and the backlog."""
     streams: dict[str, Any] = {}
     with service.store.session() as session:
         for stream in session.scalars(select(Stream).order_by(Stream.name)):
@@ -49,6 +84,7 @@ def status(service: Service) -> dict[str, Any]:
                 "champion": session.scalar(
                     select(Champion.version).where(Champion.stream_id == stream.id)
                 ),
+                "backlog": _backlog(session, stream.id),
             }
     return {"streams": streams}
 

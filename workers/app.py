@@ -13,6 +13,7 @@ ROUTES = {
     "learnstream.ingest": {"queue": "ingest"},
     "learnstream.process_window": {"queue": "learn"},
     "learnstream.predict": {"queue": "predict"},
+    "learnstream.sweep": {"queue": "learn"},
 }
 
 app = Celery("learnstream", include=["workers.tasks"])
@@ -44,6 +45,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_expires": 86400,
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
+        "beat_schedule": {
+            "close-aged-windows": {"task": "learnstream.sweep", "schedule": settings.sweep_interval}
+        },
     }
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from service.context import get_service
 from service.errors import InvalidRequest, StoreUnavailable
-from service.ingest import ingest, record_rejections
+from service.ingest import close_aged_windows, ingest, record_rejections
 from service.pipeline import process_pending
 from service.predict import predict_images
 from workers.app import app
@@ -38,9 +38,22 @@ def ingest_task(stream: Any = "default", samples: Any = None, **unknown: Any) ->
         name = stream if isinstance(stream, str) else None
         record_rejections(service.store, name, None, [{"index": None, "reason": str(exc)}])
         raise
-    for window_id in result.closed_windows:
-        process_window_task.apply_async(kwargs={"stream": stream, "window": window_id})
+    _queue_windows(stream, result.closed_windows)
     return result.to_dict()
+
+
+def _queue_windows(stream: str, window_ids: list[int]) -> None:
+    for window_id in window_ids:
+        process_window_task.apply_async(kwargs={"stream": stream, "window": window_id})
+
+
+@app.task(name="learnstream.sweep", acks_late=True, **RETRY)
+def sweep_task() -> dict[str, list[int]]:
+    """Close windows that grew too old (run periodically by the beat of one worker)."""
+    closed = close_aged_windows(get_service().store, get_service().settings)
+    for stream, window_ids in closed.items():
+        _queue_windows(stream, window_ids)
+    return closed
 
 
 @app.task(name="learnstream.process_window", acks_late=True, **RETRY)

@@ -148,3 +148,27 @@ def test_unknown_stream_refused_when_auto_create_is_off(service) -> None:
         StreamNotFound, match="unknown stream 'nope' \\(auto_create_streams is off\\)"
     ):
         ingest(service.store, settings, "nope", digit_samples(1))
+
+
+def test_windows_close_by_age_so_a_slow_stream_is_still_checked(service) -> None:
+    import time
+
+    from service.ingest import close_aged_windows
+
+    settings = service.settings.model_copy(update={"window_max_age": 0.3, "window_min_size": 10})
+    ingest(service.store, settings, "slow", digit_samples(5, seed=1))
+    time.sleep(0.4)
+    assert close_aged_windows(service.store, settings) == {}  # 5 samples: too few to test
+    ingest(service.store, settings, "slow", digit_samples(10, seed=2))
+    result = ingest(service.store, settings, "slow", digit_samples(1, seed=3))
+    assert len(result.closed_windows) == 1  # aged and big enough: closed before adding
+    time.sleep(0.4)
+    ingest(service.store, settings, "slow", digit_samples(12, seed=4))
+    time.sleep(0.4)
+    closed = close_aged_windows(service.store, settings)
+    assert list(closed) == ["slow"] and len(closed["slow"]) == 1
+    with service.store.session() as session:
+        sizes = session.execute(
+            select(Window.seq, Window.state, Window.size).order_by(Window.seq)
+        ).all()
+    assert [tuple(r) for r in sizes] == [(1, "closed", 15), (2, "closed", 13)]

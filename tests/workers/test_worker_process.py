@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import redis
-
 from helpers import REDIS_URL, digit_samples
 
 DB = 12
