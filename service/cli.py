@@ -337,6 +337,59 @@ def promote(
     typer.echo(f"{stream}: champion v{version} (was v{previous})")
 
 
+@cli.command()
+def rollback(
+    stream: Annotated[str, typer.Option(help="Stream name.")] = "demo",
+    to: Annotated[
+        int | None, typer.Option(help="Version to return to (default: the previous).")
+    ] = None,
+    by: Annotated[str, typer.Option(help="Who decides.")] = "operator",
+    reason: Annotated[str, typer.Option(help="Why.")] = "manual rollback",
+) -> None:
+    """Give the champion back to the previous version (recorded with who and why)."""
+    from service.rollback import rollback as roll_back
+
+    try:
+        result = roll_back(_service(), stream, by=by, reason=reason, to=to)
+    except LearnstreamError as exc:
+        _fail(str(exc))
+    typer.echo(f"{stream}: champion v{result['champion']} (was v{result['previous']})")
+
+
+@cli.command()
+def api(
+    host: Annotated[
+        str, typer.Option(help="Address; beyond loopback needs LEARNSTREAM_OPERATOR_TOKEN.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+) -> None:
+    """Serve the HTTP API (OpenAPI at /openapi.json, Prometheus at /metrics)."""
+    from service.api import serve
+    from workers.app import configure
+
+    settings = Settings()
+    app = configure(settings)
+    if settings.broker_url.startswith("memory://"):
+        typer.echo(
+            "warning: memory:// broker: windows closed through the API are processed only by "
+            "a worker sharing a real broker",
+            err=True,
+        )
+
+    def queue_windows(stream: str, window_ids: list[int]) -> None:
+        for window_id in window_ids:
+            app.send_task(
+                "learnstream.process_window",
+                kwargs={"stream": stream, "window": window_id},
+                queue="learn",
+            )
+
+    try:
+        serve(settings, host, port, on_windows_closed=queue_windows)
+    except LearnstreamError as exc:
+        _fail(str(exc))
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

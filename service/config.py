@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         default=4_000_000, ge=64, description="Height times width of one decoded image."
     )
+    max_request_bytes: int = Field(
+        default=64_000_000, ge=1024, description="Bytes of one HTTP request body."
+    )
     max_group_length: int = Field(default=64, ge=1, description="Characters in a group name.")
     max_id_length: int = Field(default=128, ge=1, description="Characters in a sample id.")
     max_meta_bytes: int = Field(default=4096, ge=2, description="JSON bytes of a sample's meta.")

@@ -43,3 +43,13 @@ class Unauthorized(LearnstreamError):
     """A write needs the operator token."""
 
     status_code = 401
+
+
+class AlertNotFound(LearnstreamError):
+    """No alert with that id."""
+
+    status_code = 404
+
+
+class InsecureBind(LearnstreamError, ValueError):
+    """The API would listen beyond loopback with no operator token configured."""

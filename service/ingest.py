@@ -100,6 +100,8 @@ def _check_text(name: str, value: Any, max_length: int) -> str:
         raise InvalidSample(f"{name}: must be a non-empty string")
     if len(value) > max_length:
         raise InvalidSample(f"{name}: longer than {max_length} characters")
+    if "\x00" in value:  # PostgreSQL text cannot hold NUL: refuse the sample, not the call
+        raise InvalidSample(f"{name}: contains a NUL character")
     return value
 
 
@@ -123,8 +125,11 @@ def prepare_sample(
     if meta is not None:
         if not isinstance(meta, dict):
             raise InvalidSample("meta: must be a JSON object")
-        if len(json.dumps(meta)) > s.max_meta_bytes:
+        encoded = json.dumps(meta)
+        if len(encoded) > s.max_meta_bytes:
             raise InvalidSample(f"meta: more than {s.max_meta_bytes} bytes of JSON")
+        if "\\u0000" in encoded:
+            raise InvalidSample("meta: contains a NUL character")
     digest = hashlib.sha256(data).hexdigest()
     sample_id = raw.get("id")
     if sample_id is None:
@@ -146,8 +151,10 @@ def prepare_sample(
 
 def get_or_create_stream(store: Store, name: str, settings: Settings) -> Stream:
     """The stream called ``name``, created with the default settings where allowed."""
-    if not isinstance(name, str) or not name or len(name) > 128:
-        raise InvalidRequest("stream: must be a non-empty string of at most 128 characters")
+    if not isinstance(name, str) or not name or len(name) > 128 or "\x00" in name:
+        raise InvalidRequest(
+            "stream: must be a non-empty string of at most 128 characters, without NUL"
+        )
     with store.session() as session:
         stream = session.scalar(select(Stream).where(Stream.name == name))
         if stream is not None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, select
+from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,6 +16,8 @@ from service.errors import StoreUnavailable, StreamNotFound
 from service.schema import Base, Stream
 
 log = logging.getLogger(__name__)
+
+SCHEMA_LOCK = 0x1EA57  # advisory lock key that serialises schema creation on PostgreSQL
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
@@ -46,10 +48,16 @@ class Store:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_schema(self) -> None:
-        """Create missing tables (idempotent)."""
+        """Create missing tables; idempotent and safe when several workers start at once."""
         try:
-            Base.metadata.create_all(self.engine)
+            with self.engine.begin() as conn:
+                if not self.is_sqlite:
+                    # Concurrent CREATE TABLEs race in PostgreSQL's catalog: serialise them.
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+                Base.metadata.create_all(conn)
         except OperationalError as exc:
+            if self.is_sqlite and "already exists" in str(exc.orig):
+                return  # another process created it between our check and our CREATE
             raise StoreUnavailable(f"cannot reach the database: {exc.orig}") from exc
 
     @contextmanager

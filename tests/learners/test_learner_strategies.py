@@ -13,20 +13,25 @@ from learners.strategies import (
     BAD_VALUE,
     STRATEGY_NAMES,
     build_strategy,
+    needs_groups,
     resolve_params,
     validate_strategy,
 )
 
+ALL = ("naive", "replay", "ewc", "gem", "agem", "lwf", "si", "gdumb", "der", "mir")
+
 
 def test_names() -> None:
-    assert STRATEGY_NAMES == ("naive", "replay", "ewc", "gem")
+    assert STRATEGY_NAMES == ALL
+    assert "icarl" not in STRATEGY_NAMES
 
 
 def test_unknown_strategy_message() -> None:
     with pytest.raises(ValueError) as error:
         validate_strategy("lwf2", {})
     assert str(error.value) == (
-        "unknown strategy 'lwf2'; known strategies: naive, replay, ewc, gem"
+        "unknown strategy 'lwf2'; known strategies: "
+        "naive, replay, ewc, gem, agem, lwf, si, gdumb, der, mir"
     )
 
 
@@ -34,12 +39,14 @@ def test_unknown_param_message() -> None:
     with pytest.raises(ValueError) as error:
         validate_strategy("replay", {"memsize": 10})
     assert str(error.value) == (
-        "unknown parameter 'memsize' for strategy 'replay'; allowed parameters: mem_size"
+        "unknown parameter 'memsize' for strategy 'replay'; "
+        "allowed parameters: mem_size, group_balanced, reweigh_groups"
     )
     with pytest.raises(ValueError) as error:
         validate_strategy("naive", {"mem_size": 10})
     assert str(error.value) == (
-        "unknown parameter 'mem_size' for strategy 'naive'; allowed parameters: (none)"
+        "unknown parameter 'mem_size' for strategy 'naive'; "
+        "allowed parameters: group_balanced, reweigh_groups"
     )
 
 
@@ -53,6 +60,16 @@ def test_unknown_param_message() -> None:
         ("ewc", "ewc_lambda", float("nan"), "a number >= 0.0"),
         ("ewc", "mode", "sometimes", "'separate' or 'online'"),
         ("gem", "memory_strength", -0.1, "a number >= 0.0"),
+        ("agem", "sample_size", 0, "an integer >= 1"),
+        ("lwf", "temperature", 0, "a number > 0"),
+        ("lwf", "alpha", -1, "a number >= 0.0"),
+        ("si", "eps", 0.0, "a number > 0"),
+        ("si", "si_lambda", "x", "a number >= 0.0"),
+        ("gdumb", "mem_size", 0, "an integer >= 1"),
+        ("der", "beta", -0.5, "a number >= 0.0"),
+        ("mir", "subsample", 1.5, "an integer >= 1"),
+        ("naive", "group_balanced", 1, "true or false"),
+        ("der", "reweigh_groups", "yes", "true or false"),
     ],
 )
 def test_bad_value_message(name: str, param: str, value: object, expected: str) -> None:
@@ -71,14 +88,34 @@ def test_exact_bad_value_text() -> None:
     )
 
 
+OFF = {"group_balanced": False, "reweigh_groups": False}
+
+
 def test_valid_params_and_defaults() -> None:
     validate_strategy("ewc", {"ewc_lambda": 3, "mode": "online", "decay_factor": 0.5})
-    assert resolve_params("replay", {}) == {"mem_size": 500}
+    assert resolve_params("replay", {}) == {"mem_size": 500, **OFF}
     assert resolve_params("gem", {"memory_strength": 1}) == {
         "patterns_per_exp": 64,
         "memory_strength": 1,
+        **OFF,
     }
-    assert resolve_params("naive", {}) == {}
+    assert resolve_params("naive", {}) == OFF
+    assert resolve_params("agem", {}) == {"patterns_per_exp": 64, "sample_size": 64, **OFF}
+    assert resolve_params("lwf", {"alpha": 2}) == {"alpha": 2.0, "temperature": 2.0, **OFF}
+    assert resolve_params("si", {}) == {"si_lambda": 1.0, "eps": 1e-7, **OFF}
+    assert resolve_params("gdumb", {}) == {"mem_size": 500, **OFF}
+    assert resolve_params("der", {}) == {"mem_size": 500, "alpha": 0.1, "beta": 0.5, **OFF}
+    assert resolve_params("mir", {}) == {
+        "mem_size": 500,
+        "subsample": 50,
+        "batch_size_mem": 10,
+        **OFF,
+    }
+    on = {"group_balanced": True, "reweigh_groups": True}
+    for name in STRATEGY_NAMES:
+        assert {k: resolve_params(name, on)[k] for k in on} == on
+        assert needs_groups(name, {"reweigh_groups": True})
+        assert not needs_groups(name, {})
 
 
 def test_import_is_light() -> None:
@@ -106,3 +143,25 @@ def test_build_strategy_is_quiet(name: str, capsys: pytest.CaptureFixture[str]) 
 def test_build_strategy_rejects_bad_training_settings() -> None:
     with pytest.raises(ValueError, match="epochs"):
         build_strategy("naive", SmallCNN(), params={}, epochs=0, batch_size=8, lr=0.1)
+
+
+@pytest.mark.parametrize("name", STRATEGY_NAMES)
+def test_fairness_options_build(name: str) -> None:
+    from learners.fairness import GroupBalancedBuffer, ReweighGroupsPlugin
+
+    on = {"group_balanced": True, "reweigh_groups": True}
+    strategy = build_strategy(
+        name, SmallCNN(input_size=16), params=on, epochs=1, batch_size=8, lr=0.1
+    )
+    assert isinstance(strategy.plugins[0], ReweighGroupsPlugin)
+    holders = [p for p in [strategy, *strategy.plugins] if hasattr(p, "storage_policy")]
+    assert all(isinstance(h.storage_policy, GroupBalancedBuffer) for h in holders)
+    flags = [p.group_balanced for p in strategy.plugins if hasattr(p, "group_balanced")]
+    assert all(flags)
+    # Every strategy that keeps a memory of samples is switched to a group-balanced one.
+    assert len(holders) + len(flags) == (name in ("replay", "gem", "agem", "gdumb", "der", "mir"))
+
+    plain = build_strategy(name, SmallCNN(input_size=16), params={}, epochs=1, batch_size=8, lr=0.1)
+    assert not any(isinstance(p, ReweighGroupsPlugin) for p in plain.plugins)
+    holders = [p for p in [plain, *plain.plugins] if hasattr(p, "storage_policy")]
+    assert not any(isinstance(h.storage_policy, GroupBalancedBuffer) for h in holders)

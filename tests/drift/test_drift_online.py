@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+
+from drift.online import OnlineCovariateDetector, OnlineVerdict
+
+WINDOW = 10
+
+
+@pytest.fixture(scope="module")
+def reference() -> np.ndarray:
+    return np.random.default_rng(30).normal(size=(200, 4)).astype(np.float32)
+
+
+@pytest.fixture(scope="module", params=["mmd", "lsdd"])
+def detector(request: pytest.FixtureRequest, reference: np.ndarray) -> OnlineCovariateDetector:
+    return OnlineCovariateDetector(
+        reference, ert=500, window_size=WINDOW, n_bootstraps=300, method=request.param, seed=0
+    )
+
+
+def test_quiet_on_a_short_unshifted_stream(detector: OnlineCovariateDetector) -> None:
+    detector.reset()
+    stream = np.random.default_rng(31).normal(size=(40, 4)).astype(np.float32)
+    verdicts = detector.update(stream)
+    assert [v.time for v in verdicts] == list(range(1, 41))
+    assert not any(v.is_drift for v in verdicts)
+
+
+def test_alarm_soon_after_a_strong_shift(detector: OnlineCovariateDetector) -> None:
+    rng = np.random.default_rng(32)
+    detector.reset()
+    detector.update(rng.normal(size=(WINDOW, 4)).astype(np.float32))
+    shifted = rng.normal(loc=2.0, size=(3 * WINDOW, 4)).astype(np.float32)
+    alarms = [v.time for v in detector.update(shifted) if v.is_drift]
+    assert alarms and alarms[0] - WINDOW <= WINDOW
+
+
+def test_single_instances_reset_and_verdict_shape(detector: OnlineCovariateDetector) -> None:
+    detector.reset()
+    (verdict,) = detector.update(np.zeros(4, dtype=np.float32))
+    assert isinstance(verdict, OnlineVerdict)
+    assert verdict.time == 1 and detector.time == 1
+    assert verdict.is_drift == (verdict.test_stat > verdict.threshold)
+    detector.reset()
+    assert detector.time == 0
+    with pytest.raises(ValueError, match=r"expected \(4,\) or \(m, 4\)"):
+        detector.update(np.zeros((2, 3), dtype=np.float32))
+
+
+def test_same_seed_same_thresholds(reference: np.ndarray) -> None:
+    a = OnlineCovariateDetector(reference, ert=50, window_size=5, n_bootstraps=100, method="lsdd")
+    b = OnlineCovariateDetector(reference, ert=50, window_size=5, n_bootstraps=100, method="lsdd")
+    stream = np.random.default_rng(33).normal(size=(8, 4)).astype(np.float32)
+    assert a.update(stream) == b.update(stream)
+
+
+def test_bad_settings_are_refused(reference: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="unknown online detector 'cvm'"):
+        OnlineCovariateDetector(reference, ert=50, window_size=5, method="cvm")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="more than 2 \\* window_size"):
+        OnlineCovariateDetector(reference, ert=50, window_size=100)
