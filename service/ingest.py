@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -155,9 +155,13 @@ def get_or_create_stream(store: Store, name: str, settings: Settings) -> Stream:
         raise InvalidRequest(
             "stream: must be a non-empty string of at most 128 characters, without NUL"
         )
+    cached = store.streams.get(name)
+    if cached is not None:
+        return cached
     with store.session() as session:
         stream = session.scalar(select(Stream).where(Stream.name == name))
         if stream is not None:
+            store.streams[name] = stream
             return stream
     if not settings.auto_create_streams:
         raise StreamNotFound(f"unknown stream {name!r} (auto_create_streams is off)")
@@ -169,6 +173,7 @@ def get_or_create_stream(store: Store, name: str, settings: Settings) -> Stream:
                 channels=settings.input_channels,
                 size=settings.input_size,
                 lock_version=0,
+                sample_count=0,
             )
             session.add(stream)
         log.info("stream created", extra={"stream": name})
@@ -211,10 +216,11 @@ def commit_samples(
     """Insert new samples in one transaction, assigning windows in arrival order."""
     result = IngestResult()
     with store.session() as session:
-        session.execute(
+        last_seq = session.scalar(
             update(Stream)
             .where(Stream.id == stream_id)
             .values(lock_version=Stream.lock_version + 1)
+            .returning(Stream.sample_count)
         )
         ids = [p.sample_id for p in prepared]
         existing = set(
@@ -224,9 +230,7 @@ def commit_samples(
                 )
             )
         )
-        next_seq = (
-            session.scalar(select(func.max(Sample.seq)).where(Sample.stream_id == stream_id)) or 0
-        ) + 1
+        next_seq = last_seq + 1
         window: Window | None = None
         rows = []
         for p in prepared:
@@ -241,7 +245,7 @@ def commit_samples(
                     "sample_id": p.sample_id,
                     "seq": next_seq,
                     "label": p.label,
-                    "group_name": p.group,
+                    "group": p.group,
                     "split": p.split,
                     "window_id": window.id,
                     "received_at": utcnow(),
@@ -258,7 +262,14 @@ def commit_samples(
                 session.flush()
                 window = None
         if rows:
-            session.execute(Sample.__table__.insert(), rows)
+            # With RETURNING, SQLAlchemy batches the rows into one cached multi-row INSERT
+            # ("insertmanyvalues"): one round trip per call instead of one per row.
+            session.execute(insert(Sample).returning(Sample.id), rows)
+            session.execute(
+                update(Stream)
+                .where(Stream.id == stream_id)
+                .values(sample_count=Stream.sample_count + len(rows))
+            )
     return result
 
 

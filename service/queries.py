@@ -186,5 +186,6 @@ def delete_stream(service: Service, name: str) -> bool:
             session.execute(delete(table).where(table.stream_id == stream.id))
         session.execute(delete(Rejection).where(Rejection.stream_name == name))
         session.delete(stream)
+    service.store.streams.pop(name, None)
     shutil.rmtree(service.registry.model_dir / name, ignore_errors=True)
     return True

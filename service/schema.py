@@ -46,6 +46,8 @@ class Stream(Base):
     # Bumped by every ingest transaction: its UPDATE takes the row lock (PostgreSQL) or the
     # write lock (SQLite) first, which serialises window assignment within a stream.
     lock_version: Mapped[int] = mapped_column(Integer, default=0)
+    # Samples accepted so far: the last sample's ``seq``, read and bumped under that lock.
+    sample_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

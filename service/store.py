@@ -46,6 +46,8 @@ class Store:
         else:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Stream rows by name: their id, classes and shape never change once created.
+        self.streams: dict[str, Stream] = {}
 
     def create_schema(self) -> None:
         """Create missing tables; idempotent and safe when several workers start at once."""
