@@ -34,7 +34,7 @@ class Service:
         """The model registry; imported on first use so read-only commands skip torch."""
         from service.registry import Registry
 
-        return Registry(self.store, self.settings.resolved_model_dir)
+        return Registry(self.store, self.settings.resolved_model_dir, self.settings.announce_url)
 
     def version(self, stream: str, version: int) -> LoadedVersion:
         """A loaded model version, cached: versions never change once written."""

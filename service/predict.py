@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
+import logging
+import threading
 from typing import Any
 
 import torch
@@ -13,6 +16,10 @@ from learners.models import to_float
 from service.context import Service
 from service.errors import InvalidRequest, InvalidSample, ModelNotFound
 from service.images import decode, to_input
+from service.registry import ANNOUNCE_CHANNEL
+from service.schema import Stream
+
+log = logging.getLogger(__name__)
 
 
 def predict_images(service: Service, stream_name: str, images: Any) -> dict[str, Any]:
@@ -55,3 +62,36 @@ def predict_images(service: Service, stream_name: str, images: Any) -> dict[str,
             for i, row in zip(labels, probs, strict=True)
         ],
     }
+
+
+def preload_announced_champions(service: Service, stop: threading.Event) -> threading.Thread | None:
+    """Load each announced champion into the cache in a daemon thread (until ``stop``).
+
+    Without it the first prediction after a swap loads the model itself; with it the
+    swap costs requests nothing. Returns ``None`` when no announcement channel is set.
+    """
+    url = service.settings.announce_url
+    if url is None:
+        return None
+    import redis
+
+    def listen() -> None:
+        pubsub = redis.Redis.from_url(url).pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(ANNOUNCE_CHANNEL)
+        while not stop.is_set():
+            message = pubsub.get_message(timeout=1.0)
+            if message is None:
+                continue
+            try:
+                event = json.loads(message["data"])
+                with service.store.session() as session:
+                    stream = session.get(Stream, event["stream_id"])
+                if stream is not None:
+                    service.version(stream.name, int(event["version"]))
+            except Exception:  # a bad announcement must not kill the listener
+                log.exception("could not preload an announced champion")
+        pubsub.close()
+
+    thread = threading.Thread(target=listen, name="champion-preload", daemon=True)
+    thread.start()
+    return thread

@@ -53,12 +53,22 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class Registry:
-    """Writes, reads and promotes model versions of every stream."""
+ANNOUNCE_CHANNEL = "learnstream:champion"
 
-    def __init__(self, store: Store, model_dir: Path) -> None:
+
+class Registry:
+    """Writes, reads and promotes model versions of every stream.
+
+    After a swap commits, it is announced on the Redis channel ``learnstream:champion``
+    (when ``announce_url`` is set) so that predict workers can load the new champion
+    before their next request; workers still check the pointer in the store on every
+    prediction, so a lost announcement costs latency, never correctness.
+    """
+
+    def __init__(self, store: Store, model_dir: Path, announce_url: str | None = None) -> None:
         self.store = store
         self.model_dir = model_dir
+        self.announce_url = announce_url
 
     def folder(self, stream: str, version: int) -> Path:
         return self.model_dir / stream / f"v{version:04d}"
@@ -197,4 +207,18 @@ class Registry:
             "champion swapped",
             extra={"stream_id": stream_id, "version": version, "previous": previous, "by": by},
         )
+        self._announce(stream_id, version, previous)
         return previous
+
+    def _announce(self, stream_id: int, version: int, previous: int | None) -> None:
+        if self.announce_url is None:
+            return
+        import redis
+
+        message = json.dumps({"stream_id": stream_id, "version": version, "previous": previous})
+        try:
+            client = redis.Redis.from_url(self.announce_url, socket_timeout=2)
+            client.publish(ANNOUNCE_CHANNEL, message)
+            client.close()
+        except redis.RedisError as exc:  # the pointer is committed; workers will still see it
+            log.warning("champion swap not announced: %s", exc)

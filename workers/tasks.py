@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
+
+from celery.signals import worker_process_init, worker_process_shutdown
 
 from service.context import get_service
 from service.errors import InvalidRequest, StoreUnavailable
 from service.ingest import close_aged_windows, ingest, record_rejections
 from service.pipeline import process_pending
-from service.predict import predict_images
+from service.predict import predict_images, preload_announced_champions
 from workers.app import app
 
 log = logging.getLogger(__name__)
+_stop_preloading = threading.Event()
 
 RETRY = {
     "autoretry_for": (StoreUnavailable,),
@@ -66,3 +70,13 @@ def process_window_task(stream: str, window: int | None = None) -> list[dict[str
 def predict_task(stream: str = "default", images: Any = None) -> dict[str, Any]:
     """Predict with the stream's current champion."""
     return predict_images(get_service(), stream, images)
+
+
+@worker_process_init.connect
+def _start_preloading(**_: Any) -> None:
+    preload_announced_champions(get_service(), _stop_preloading)
+
+
+@worker_process_shutdown.connect
+def _stop_preloading_thread(**_: Any) -> None:
+    _stop_preloading.set()

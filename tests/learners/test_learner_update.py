@@ -217,3 +217,48 @@ def test_bad_inputs_rejected(model, exp_a) -> None:
             seed=0,
             **SETTINGS,
         )
+
+
+@pytest.mark.parametrize(
+    ("strategy", "params", "parts"),
+    [
+        ("agem", {"patterns_per_exp": 40}, ["agem.e0.x", "agem.e1.x"]),
+        ("gdumb", {"mem_size": 100}, ["gdumb.init.classifier.weight", "gdumb.g0.weights"]),
+        ("der", {"mem_size": 100}, ["der.g0.logits", "der.g0.weights"]),
+        ("mir", {"mem_size": 100}, ["mir.g0.x", "mir.g0.weights"]),
+        ("lwf", {}, ["lwf.prev.classifier.weight", "lwf.prev.body.0.weight"]),
+        (
+            "si",
+            {},
+            [
+                "si.theta.classifier.weight",
+                "si.importance.classifier.weight",
+                "si.cum_trajectory.classifier.weight",
+            ],
+        ),
+    ],
+)
+def test_new_strategies_keep_their_memories(strategy, params, parts, model, exp_a, exp_b):
+    first = update(model, exp_a, strategy, None, **params)
+    second = update(first.model, exp_b, strategy, first.state, **params)
+    tensors, meta = second.state.tensors, second.state.meta
+    assert set(parts) <= set(tensors)
+    ids = meta["buffer_ids"]
+    if strategy in ("lwf", "si"):
+        assert ids == []
+        # The teacher / the anchor parameters are the model after the second experience.
+        anchor = "lwf.prev.classifier.weight" if strategy == "lwf" else "si.theta.classifier.weight"
+        assert torch.equal(tensors[anchor].flatten(), second.model.classifier.weight.flatten())
+        return
+    assert len(ids) == len(set(ids)) == (80 if strategy == "agem" else 100)
+    stored = sorted(k for k in tensors if k.endswith(".x"))  # storage order: g0 < g1 < ... < g9
+    stored.sort(key=lambda k: int(k.split(".")[1][1:]))
+    stored_x = torch.cat([tensors[k] for k in stored])
+    stored_y = torch.cat([tensors[k[:-1] + "y"] for k in stored])
+    assert_ids_match(ids, stored_x, stored_y, exp_a, exp_b)
+    if strategy == "der":
+        logits = torch.cat([tensors[k[:-1] + "logits"] for k in stored])
+        assert logits.shape == (100, 10)
+    if strategy == "gdumb":
+        # GDumb retrains its initial model (the first update's input) at every experience.
+        assert torch.equal(tensors["gdumb.init.classifier.weight"], model.classifier.weight)

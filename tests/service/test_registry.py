@@ -85,3 +85,51 @@ def test_promotion_moves_the_pointer_and_predict_follows_without_restart(service
     assert statuses == {1: "retired", 2: "champion"}
     with pytest.raises(ModelNotFound, match="no version 9"):
         service.registry.promote(stream.id, 9, by="ops", reason="typo")
+
+
+def test_swaps_are_announced_on_redis(tmp_path) -> None:
+    import redis
+    from helpers import REDIS_URL, make_settings
+
+    from service.context import Service
+    from service.registry import ANNOUNCE_CHANNEL
+
+    url = f"{REDIS_URL}/11"
+    svc = Service.from_settings(make_settings(tmp_path, redis_url=url))
+    stream = get_or_create_stream(svc.store, "s", svc.settings)
+    version = _write(svc, stream, seed=1)
+    subscriber = redis.Redis.from_url(url).pubsub(ignore_subscribe_messages=True)
+    subscriber.subscribe(ANNOUNCE_CHANNEL)
+    subscriber.get_message(timeout=1.0)
+    svc.registry.promote(stream.id, version, by="test", reason="announce")
+    message = subscriber.get_message(timeout=5.0)
+    assert message is not None
+    assert json.loads(message["data"]) == {"stream_id": stream.id, "version": 1, "previous": None}
+    subscriber.close()
+    svc.close()
+
+
+def test_announced_champions_are_preloaded(tmp_path) -> None:
+    import threading
+    import time
+
+    from helpers import REDIS_URL, make_settings
+
+    from service.context import Service
+    from service.predict import preload_announced_champions
+
+    url = f"{REDIS_URL}/11"
+    svc = Service.from_settings(make_settings(tmp_path, redis_url=url))
+    stream = get_or_create_stream(svc.store, "s", svc.settings)
+    version = _write(svc, stream, seed=1)
+    stop = threading.Event()
+    thread = preload_announced_champions(svc, stop)
+    time.sleep(0.5)  # let it subscribe
+    svc.registry.promote(stream.id, version, by="test", reason="preload")
+    deadline = time.monotonic() + 10
+    while ("s", version) not in svc._versions and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    thread.join(timeout=5)
+    assert ("s", version) in svc._versions
+    svc.close()
