@@ -1,0 +1,47 @@
+"""docker/compose.yaml cannot run here (no Docker engine): check it against the code instead."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from service.cli import cli
+from service.config import Settings
+
+COMPOSE = Path(__file__).resolve().parents[2] / "docker" / "compose.yaml"
+runner = CliRunner()
+
+
+def _services() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())["services"]
+
+
+def test_every_learnstream_service_runs_a_real_command_with_real_options() -> None:
+    checked = 0
+    for name, service in _services().items():
+        if service.get("image") != "learnstream:latest":
+            continue
+        command = service["command"]
+        help_text = runner.invoke(cli, [command[0], "--help"])
+        assert help_text.exit_code == 0, (name, help_text.output)
+        for option in (part for part in command[1:] if part.startswith("-")):
+            assert option in help_text.output, f"{name}: {option} is not an option of {command[0]}"
+        checked += 1
+    assert checked == 4  # api, ingest, learner, predict
+
+
+def test_every_setting_passed_is_one_the_service_reads() -> None:
+    fields = {f"LEARNSTREAM_{name.upper()}" for name in Settings.model_fields}
+    for name, service in _services().items():
+        for variable in service.get("environment", {}):
+            if variable.startswith("LEARNSTREAM_"):
+                assert variable in fields, f"{name}: {variable} is not a setting"
+
+
+def test_exactly_one_learner_and_it_runs_the_sweep() -> None:
+    services = _services()
+    learners = [s for s in services.values() if "learn" in s.get("command", [])]
+    assert len(learners) == 1 and learners[0]["deploy"]["replicas"] == 1
+    assert "--beat" in learners[0]["command"]
