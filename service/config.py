@@ -35,6 +35,12 @@ class Settings(BaseSettings):
         description="Celery broker; memory:// runs everything in one process.",
     )
     result_backend: str = Field(default="cache+memory://", description="Celery result backend.")
+    broker_visibility_timeout: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Seconds before Redis redelivers a message whose worker died unacknowledged; "
+        "longer than the slowest task.",
+    )
     redis_url: str | None = Field(
         default=None,
         description="Redis used to announce champion swaps; default: the broker when it is Redis.",

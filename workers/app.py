@@ -19,12 +19,12 @@ ROUTES = {
 app = Celery("learnstream", include=["workers.tasks"])
 
 
-def _transport_options(broker_url: str) -> dict[str, Any]:
-    if broker_url.startswith("memory://"):
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    if settings.broker_url.startswith("memory://"):
         # The in-process broker is polled; kombu's default of one second per poll would
         # dominate the embedded run.
         return {"polling_interval": 0.01}
-    return {"visibility_timeout": 3600}
+    return {"visibility_timeout": settings.broker_visibility_timeout}
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -41,7 +41,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "broker_transport_options": _transport_options(settings.broker_url),
+        "broker_transport_options": _transport_options(settings),
         "result_expires": 86400,
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,

@@ -14,7 +14,7 @@ def reference() -> np.ndarray:
 @pytest.fixture(scope="module", params=["mmd", "lsdd"])
 def detector(request: pytest.FixtureRequest, reference: np.ndarray) -> OnlineCovariateDetector:
     return OnlineCovariateDetector(
-        reference, ert=500, window_size=WINDOW, n_bootstraps=300, method=request.param, seed=0
+        reference, ert=1000, window_size=WINDOW, n_bootstraps=1200, method=request.param, seed=0
     )
 
 
@@ -48,8 +48,8 @@ def test_single_instances_reset_and_verdict_shape(detector: OnlineCovariateDetec
 
 
 def test_same_seed_same_thresholds(reference: np.ndarray) -> None:
-    a = OnlineCovariateDetector(reference, ert=50, window_size=5, n_bootstraps=100, method="lsdd")
-    b = OnlineCovariateDetector(reference, ert=50, window_size=5, n_bootstraps=100, method="lsdd")
+    a = OnlineCovariateDetector(reference, ert=50, window_size=5, n_bootstraps=200, method="lsdd")
+    b = OnlineCovariateDetector(reference, ert=50, window_size=5, n_bootstraps=200, method="lsdd")
     stream = np.random.default_rng(33).normal(size=(8, 4)).astype(np.float32)
     assert a.update(stream) == b.update(stream)
 
@@ -59,3 +59,5 @@ def test_bad_settings_are_refused(reference: np.ndarray) -> None:
         OnlineCovariateDetector(reference, ert=50, window_size=5, method="cvm")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="more than 2 \\* window_size"):
         OnlineCovariateDetector(reference, ert=50, window_size=100)
+    with pytest.raises(ValueError, match="n_bootstraps=100 is too few for ert=500"):
+        OnlineCovariateDetector(reference, ert=500, window_size=10, n_bootstraps=100)
