@@ -4,20 +4,21 @@ The reference is configured once (kernel bandwidth from the reference by the
 median heuristic) and reused for every window tested against it. Per-group
 tests compare a group's window samples with the same group's reference
 samples; the threshold is Bonferroni-corrected for the number of tests run,
-so a shift in one small group is found even when the overall mix hides it.
+so a shift in one small group is found even when the overall mix hides it
+(see :class:`drift.base.GroupedCovariateDetector`).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from drift.result import DriftResult, GroupVerdict
+from drift.base import INSTALL_HINT, GroupedCovariateDetector, permutation_mask
 
-INSTALL_HINT = "alibi-detect with the torch backend is needed: pip install 'alibi-detect[torch]'"
+__all__ = ["INSTALL_HINT", "MMDCovariateDetector"]
 
 
 def _mmd(x_ref: np.ndarray, p_value: float, n_permutations: int):  # type: ignore[no-untyped-def]
@@ -57,8 +58,7 @@ def _permutation_test(detector, x: np.ndarray, n_permutations: int) -> tuple[flo
     total = kernel.shape[0]
     n = total - m
     # Column j of ``on_ref`` marks the samples that permutation j puts on the reference side.
-    ranks = torch.rand(n_permutations, total).argsort(dim=1).argsort(dim=1)
-    on_ref = (ranks < n).to(kernel.dtype).T
+    on_ref = permutation_mask(n_permutations, total, n, dtype=kernel.dtype)
     k_ref = kernel @ on_ref
     k_all = kernel.sum(dim=1, keepdim=True)
     sum_xx = (on_ref * k_ref).sum(dim=0)
@@ -69,7 +69,7 @@ def _permutation_test(detector, x: np.ndarray, n_permutations: int) -> tuple[flo
     return mmd2, p_value
 
 
-class MMDCovariateDetector:
+class MMDCovariateDetector(GroupedCovariateDetector):
     """MMD two-sample test of a window's features against a fixed reference.
 
     Parameters
@@ -84,6 +84,10 @@ class MMDCovariateDetector:
         Permutations of the test; keep ``1 / n_permutations`` well below the corrected threshold.
     min_group_size
         Samples a group needs in both reference and window to be tested on its own.
+    seed
+        Seed of the permutations.
+    feature_space
+        Name of the feature space, recorded in each result.
     """
 
     detector = "mmd"
@@ -99,70 +103,20 @@ class MMDCovariateDetector:
         seed: int = 0,
         feature_space: str = "penultimate",
     ) -> None:
-        if len(x_ref) != len(groups_ref):
-            raise ValueError("x_ref and groups_ref must have the same length")
-        if len(x_ref) < 2:
-            raise ValueError("the reference needs at least two samples")
-        if not 0.0 < p_value < 1.0:
-            raise ValueError(f"p_value must lie in (0, 1), got {p_value}")
-        self.p_value = p_value
+        if n_permutations < 1:
+            raise ValueError(f"n_permutations must be at least 1, got {n_permutations}")
         self.n_permutations = n_permutations
-        self.min_group_size = min_group_size
-        self.seed = seed
-        self.feature_space = feature_space
-        self._x_ref = np.asarray(x_ref, dtype=np.float32)
-        self._groups_ref = np.asarray(groups_ref)
-        self._overall = _mmd(self._x_ref, p_value, n_permutations)
-        self._by_group = {
-            str(g): _mmd(self._x_ref[self._groups_ref == g], p_value, n_permutations)
-            for g in np.unique(self._groups_ref)
-            if (self._groups_ref == g).sum() >= min_group_size
-        }
-
-    @property
-    def n_reference(self) -> int:
-        return len(self._x_ref)
-
-    def test(self, x: np.ndarray, groups: Sequence[str]) -> DriftResult:
-        """Test a window's features ``x`` (with the group of each row) against the reference."""
-        started = time.perf_counter()
-        x = np.asarray(x, dtype=np.float32)
-        groups_arr = np.asarray(groups)
-        testable = [
-            g
-            for g in sorted(set(groups_arr.tolist()))
-            if g in self._by_group and (groups_arr == g).sum() >= self.min_group_size
-        ]
-        threshold = self.p_value / (1 + len(testable))
-        with torch.random.fork_rng():
-            torch.manual_seed(self.seed)
-            stat_all, p_all = _permutation_test(self._overall, x, self.n_permutations)
-            per_group: dict[str, GroupVerdict] = {}
-            for g in sorted(set(groups_arr.tolist()) | set(self._groups_ref.tolist())):
-                n_win = int((groups_arr == g).sum())
-                n_ref = int((self._groups_ref == g).sum())
-                if g not in testable:
-                    per_group[g] = GroupVerdict(
-                        False, None, None, n_ref, n_win, tested=False, note="too few samples"
-                    )
-                    continue
-                stat_g, p_g = _permutation_test(
-                    self._by_group[g], x[groups_arr == g], self.n_permutations
-                )
-                per_group[g] = GroupVerdict(
-                    p_g < threshold, float(stat_g), float(p_g), n_ref, n_win
-                )
-        is_drift = p_all < threshold or any(v.is_drift for v in per_group.values())
-        return DriftResult(
-            kind="covariate",
-            detector=self.detector,
-            is_drift=bool(is_drift),
-            statistic=float(stat_all),
-            p_value=float(p_all),
-            threshold=threshold,
-            feature_space=self.feature_space,
-            n_reference=self.n_reference,
-            n_window=len(x),
-            per_group=per_group,
-            seconds=time.perf_counter() - started,
+        super().__init__(
+            x_ref,
+            groups_ref,
+            p_value=p_value,
+            min_group_size=min_group_size,
+            seed=seed,
+            feature_space=feature_space,
         )
+
+    def _configure(self, x_ref: np.ndarray) -> Any:
+        return _mmd(x_ref, self.p_value, self.n_permutations)
+
+    def _score(self, backend: Any, x: np.ndarray) -> tuple[float, float]:
+        return _permutation_test(backend, x, self.n_permutations)

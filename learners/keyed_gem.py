@@ -8,18 +8,28 @@ from avalanche.training.plugins import GEMPlugin
 from torch import Tensor
 
 from learners.experience import SAMPLE_KEY, sample_keys
+from learners.fairness import balanced_subset
 
 
 class KeyedGEMPlugin(GEMPlugin):
-    """GEMPlugin plus `memory_key[t]`: the sample keys of `memory_x[t]`, row for row."""
+    """GEMPlugin plus `memory_key[t]`: the sample keys of `memory_x[t]`, row for row.
 
-    def __init__(self, patterns_per_experience: int, memory_strength: float) -> None:
+    With `group_balanced`, each experience's memory is first narrowed to a group-balanced
+    subset of `patterns_per_experience` samples (see `learners.fairness.balanced_subset`).
+    """
+
+    def __init__(
+        self, patterns_per_experience: int, memory_strength: float, group_balanced: bool = False
+    ) -> None:
         super().__init__(patterns_per_experience, memory_strength)
+        self.group_balanced = group_balanced
         self.memory_key: dict[int, Tensor] = {}
 
     @torch.no_grad()
     def update_memory(self, dataset, t: int, batch_size: int) -> None:
         """Let Avalanche pick experience `t`'s memory, and record the keys of what it picked."""
+        if self.group_balanced:
+            dataset = balanced_subset(dataset, self.patterns_per_experience)
         # GEMPlugin.update_memory keeps x, y and the last field of each item (the task label),
         # but not which samples those were. We hand it the same dataset with the sample key
         # appended as the last field, so Avalanche chooses the memory exactly as usual; then we

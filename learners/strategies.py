@@ -2,6 +2,18 @@
 
 Importing this module is cheap (no torch, no Avalanche): settings code imports
 `validate_strategy` at start-up, and Avalanche is only imported inside `build_strategy`.
+
+Strategies: naive, replay, ewc, gem, agem, lwf, si, gdumb, der, mir, all Avalanche's. Every
+one also takes the fairness settings `group_balanced` and `reweigh_groups` (see
+`learners.fairness`), which need the samples' groups.
+
+Not here: iCaRL. It is a class-incremental method: it classifies by the nearest mean of
+exemplars in feature space, keeps exemplars per class chosen by herding, and distils only
+the outputs of the classes seen before. Our updates are domain-incremental (every experience
+holds every class), so its class-incremental machinery has nothing to work on, and Avalanche's
+ICaRL also needs the model split into a feature extractor and a classifier that its
+nearest-mean classifier replaces, so the model it trains would no longer be our SmallCNN's
+plain forward. It cannot be offered soundly here.
 """
 
 from __future__ import annotations
@@ -73,9 +85,17 @@ def _build_naive(common: dict[str, Any], _params: dict[str, Any]) -> SupervisedT
 
 
 def _build_replay(common: dict[str, Any], params: dict[str, Any]) -> SupervisedTemplate:
-    from avalanche.training import Replay
+    from avalanche.training import Naive
+    from avalanche.training.plugins import ReplayPlugin
 
-    return Replay(mem_size=params["mem_size"], **common)
+    from learners.fairness import GroupBalancedBuffer
+
+    # As avalanche.training.Replay (Naive + ReplayPlugin), whose default storage policy is an
+    # ExperienceBalancedBuffer; group_balanced swaps in a GroupBalancedBuffer.
+    size = params["mem_size"]
+    policy = GroupBalancedBuffer(size) if params["group_balanced"] else None
+    common["plugins"].append(ReplayPlugin(size, storage_policy=policy))
+    return Naive(**common)
 
 
 def _build_ewc(common: dict[str, Any], params: dict[str, Any]) -> SupervisedTemplate:
@@ -96,12 +116,92 @@ def _build_gem(common: dict[str, Any], params: dict[str, Any]) -> SupervisedTemp
     from learners.keyed_gem import KeyedGEMPlugin
 
     # Same as avalanche.training.GEM, with a GEMPlugin that also records which samples it keeps.
-    plugin = KeyedGEMPlugin(params["patterns_per_exp"], params["memory_strength"])
-    return Naive(plugins=[plugin], **common)
+    common["plugins"].append(
+        KeyedGEMPlugin(
+            params["patterns_per_exp"], params["memory_strength"], params["group_balanced"]
+        )
+    )
+    return Naive(**common)
 
 
-# To add a strategy (agem, lwf, si, ...): a builder like those above and one entry here; if its
-# plugin remembers anything between experiences, also a codec in learners.plugin_state.
+def _build_agem(common: dict[str, Any], params: dict[str, Any]) -> SupervisedTemplate:
+    from avalanche.training import Naive
+
+    from learners.memory_plugins import GroupAwareAGEMPlugin
+
+    # Same as avalanche.training.AGEM, with a memory that can be group-balanced.
+    common["plugins"].append(
+        GroupAwareAGEMPlugin(
+            params["patterns_per_exp"], params["sample_size"], params["group_balanced"]
+        )
+    )
+    return Naive(**common)
+
+
+def _build_lwf(common: dict[str, Any], params: dict[str, Any]) -> SupervisedTemplate:
+    from avalanche.training import LwF
+
+    return LwF(alpha=params["alpha"], temperature=params["temperature"], **common)
+
+
+def _build_si(common: dict[str, Any], params: dict[str, Any]) -> SupervisedTemplate:
+    from avalanche.training import SynapticIntelligence
+
+    return SynapticIntelligence(si_lambda=params["si_lambda"], eps=params["eps"], **common)
+
+
+def _build_gdumb(common: dict[str, Any], params: dict[str, Any]) -> SupervisedTemplate:
+    from avalanche.training import GDumb
+    from avalanche.training.plugins import GDumbPlugin
+
+    from learners.fairness import GroupBalancedBuffer
+
+    strategy = GDumb(mem_size=params["mem_size"], **common)
+    if params["group_balanced"]:
+        # GDumb's buffer is class-balanced; balance it over (group, class) pairs instead.
+        (plugin,) = (p for p in strategy.plugins if isinstance(p, GDumbPlugin))
+        plugin.storage_policy = GroupBalancedBuffer(params["mem_size"], by_class=True)
+    return strategy
+
+
+def _build_der(common: dict[str, Any], params: dict[str, Any]) -> SupervisedTemplate:
+    from avalanche.training import DER
+
+    from learners.fairness import GroupBalancedBuffer
+
+    size = params["mem_size"]
+    strategy = DER(mem_size=size, alpha=params["alpha"], beta=params["beta"], **common)
+    if params["group_balanced"]:
+        # DER's buffer is class-balanced and keeps logits; balance it over (group, class).
+        strategy.storage_policy = GroupBalancedBuffer(size, by_class=True, with_logits=True)
+    return strategy
+
+
+def _build_mir(common: dict[str, Any], params: dict[str, Any]) -> SupervisedTemplate:
+    from avalanche.training import Naive
+
+    from learners.fairness import GroupBalancedBuffer
+    from learners.memory_plugins import DomainMIRPlugin
+
+    # As avalanche.training.MIR (Naive + MIRPlugin), replaying from the whole buffer.
+    size = params["mem_size"]
+    plugin = DomainMIRPlugin(
+        batch_size_mem=params["batch_size_mem"], mem_size=size, subsample=params["subsample"]
+    )
+    if params["group_balanced"]:
+        # MIR's buffer is class-balanced; balance it over (group, class) pairs instead.
+        plugin.storage_policy = GroupBalancedBuffer(size, by_class=True)
+    common["plugins"].append(plugin)
+    return Naive(**common)
+
+
+def _positive_float(default: float) -> Param:
+    return Param(float, default, "a number > 0", lambda v: v > 0)
+
+
+# To add a strategy: a builder like those above and one entry here; if its plugin remembers
+# anything between experiences, also a codec in learners.plugin_state. Every strategy also
+# takes the FAIRNESS_PARAMS.
 STRATEGIES: dict[str, StrategySpec] = {
     "naive": StrategySpec(_build_naive),
     "replay": StrategySpec(_build_replay, {"mem_size": _int_param(500, low=1)}),
@@ -121,7 +221,44 @@ STRATEGIES: dict[str, StrategySpec] = {
             "memory_strength": _float_param(0.5, low=0.0),
         },
     ),
+    # A-GEM's memory grows by patterns_per_exp per experience, and each reference batch takes
+    # sample_size // experiences samples per experience (Avalanche fails once that is 0).
+    "agem": StrategySpec(
+        _build_agem,
+        {"patterns_per_exp": _int_param(64, low=1), "sample_size": _int_param(64, low=1)},
+    ),
+    "lwf": StrategySpec(
+        _build_lwf, {"alpha": _float_param(1.0, low=0.0), "temperature": _positive_float(2.0)}
+    ),
+    "si": StrategySpec(
+        _build_si, {"si_lambda": _float_param(1.0, low=0.0), "eps": _positive_float(1e-7)}
+    ),
+    "gdumb": StrategySpec(_build_gdumb, {"mem_size": _int_param(500, low=1)}),
+    "der": StrategySpec(
+        _build_der,
+        {
+            "mem_size": _int_param(500, low=1),
+            "alpha": _float_param(0.1, low=0.0),
+            "beta": _float_param(0.5, low=0.0),
+        },
+    ),
+    "mir": StrategySpec(
+        _build_mir,
+        {
+            "mem_size": _int_param(500, low=1),
+            "subsample": _int_param(50, low=1),
+            "batch_size_mem": _int_param(10, low=1),
+        },
+    ),
 }
+
+FAIRNESS_PARAMS: dict[str, Param] = {
+    # Where the strategy keeps a replay buffer, share it equally among the samples' groups.
+    "group_balanced": Param(bool, False, "true or false"),
+    # Weigh each sample's loss by the inverse frequency of its group (mean weight 1).
+    "reweigh_groups": Param(bool, False, "true or false"),
+}
+"""Settings every strategy takes; switching one on needs the samples' groups."""
 
 STRATEGY_NAMES: tuple[str, ...] = tuple(STRATEGIES)
 
@@ -131,11 +268,12 @@ def validate_strategy(name: str, params: dict) -> None:
     spec = STRATEGIES.get(name)
     if spec is None:
         raise ValueError(UNKNOWN_STRATEGY.format(name=name, known=", ".join(STRATEGY_NAMES)))
+    rules = {**spec.params, **FAIRNESS_PARAMS}
     for param, value in params.items():
-        if param not in spec.params:
-            allowed = ", ".join(spec.params) or "(none)"
+        if param not in rules:
+            allowed = ", ".join(rules)
             raise ValueError(UNKNOWN_PARAM.format(param=param, name=name, allowed=allowed))
-        rule = spec.params[param]
+        rule = rules[param]
         if not rule.accepts(value):
             raise ValueError(
                 BAD_VALUE.format(value=value, param=param, name=name, expected=rule.expected)
@@ -145,8 +283,14 @@ def validate_strategy(name: str, params: dict) -> None:
 def resolve_params(name: str, params: dict) -> dict[str, Any]:
     """The validated settings of `name` with defaults filled in for those not given."""
     validate_strategy(name, params)
-    spec = STRATEGIES[name]
-    return {key: rule.kind(params.get(key, rule.default)) for key, rule in spec.params.items()}
+    rules = {**STRATEGIES[name].params, **FAIRNESS_PARAMS}
+    return {key: rule.kind(params.get(key, rule.default)) for key, rule in rules.items()}
+
+
+def needs_groups(name: str, params: dict) -> bool:
+    """True when the settings switch on an option that needs each sample's group."""
+    settings = resolve_params(name, params)
+    return any(settings[key] for key in FAIRNESS_PARAMS)
 
 
 @contextmanager
@@ -177,10 +321,13 @@ def build_strategy(
 ) -> SupervisedTemplate:
     """An Avalanche strategy training `model` with SGD (momentum 0.9) and cross-entropy.
 
-    Evaluation runs with no metrics and no loggers, so training prints nothing.
+    Evaluation runs with no metrics and no loggers, so training prints nothing. With
+    `reweigh_groups`, a `ReweighGroupsPlugin` comes first among the plugins.
     """
     import torch
     from avalanche.training.plugins import EvaluationPlugin
+
+    from learners.fairness import ReweighGroupsPlugin
 
     settings = resolve_params(name, params)
     if epochs < 1 or batch_size < 1 or not lr > 0:
@@ -198,5 +345,7 @@ def build_strategy(
             "device": device,
             "evaluator": EvaluationPlugin(),
             "eval_every": -1,
+            # Reweighing goes first, so the strategy's own hooks see the reweighed loss.
+            "plugins": [ReweighGroupsPlugin()] if settings["reweigh_groups"] else [],
         }
         return STRATEGIES[name].build(common, settings)

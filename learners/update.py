@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -11,8 +14,14 @@ from torch import Tensor
 
 from learners.experience import make_experience
 from learners.models import SmallCNN, to_float
-from learners.state import StrategyState, export_state, memory_sample_ids, restore_state
-from learners.strategies import build_strategy, quiet_avalanche
+from learners.state import (
+    StrategyState,
+    export_state,
+    memory_sample_groups,
+    memory_sample_ids,
+    restore_state,
+)
+from learners.strategies import build_strategy, needs_groups, quiet_avalanche
 
 
 @dataclass
@@ -25,7 +34,7 @@ class UpdateResult:
     n_samples: int
 
 
-def _check_inputs(x: Tensor, y: Tensor, sample_ids: list[str]) -> None:
+def _check_inputs(x: Tensor, y: Tensor, sample_ids: list[str], groups: list | None) -> None:
     if x.ndim != 4:
         raise ValueError(f"x must be (N, C, H, W), got shape {tuple(x.shape)}")
     if y.ndim != 1 or y.dtype != torch.int64:
@@ -34,8 +43,27 @@ def _check_inputs(x: Tensor, y: Tensor, sample_ids: list[str]) -> None:
         raise ValueError(
             f"x, y, sample_ids differ in length: {len(x)}, {len(y)}, {len(sample_ids)}"
         )
+    if groups is not None and len(groups) != len(x):
+        raise ValueError(f"x and groups differ in length: {len(x)}, {len(groups)}")
     if len(x) == 0:
         raise ValueError("cannot train on an empty experience")
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed torch's and Python's global RNGs, and put both back afterwards.
+
+    Avalanche draws from both: torch for shuffling and reservoir sampling, Python's `random`
+    for A-GEM's memory and the random selection of ParametricBuffer (group-balanced buffers).
+    """
+    python_state = random.getstate()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            random.seed(seed)
+            yield
+    finally:
+        random.setstate(python_state)
 
 
 def train_update(
@@ -51,37 +79,52 @@ def train_update(
     batch_size: int,
     lr: float,
     seed: int,
+    groups: list[str] | None = None,
 ) -> UpdateResult:
     """Train a deep copy of `model` on (x, y) as the next experience of `strategy`.
 
     `state` is what the previous update returned (None for the first experience); the new
     experience is number `state.experiences_seen`, so per-experience memories keep growing
-    across calls and restarts. Same inputs and seed give bit-identical weights.
+    across calls and restarts. `groups` (aligned with x) names each sample's group: the
+    `group_balanced` and `reweigh_groups` params need it, and buffers remember the groups of
+    the samples they keep. Same inputs and seed give bit-identical weights.
     """
     started = time.perf_counter()
-    _check_inputs(x, y, sample_ids)
+    _check_inputs(x, y, sample_ids, groups)
     if state is not None and state.strategy != strategy:
         raise ValueError(f"state belongs to strategy {state.strategy!r}, not {strategy!r}")
+    if groups is None and needs_groups(strategy, params):
+        raise ValueError(
+            "params group_balanced and reweigh_groups need the samples' groups: "
+            "pass groups=[...] (one per sample) or switch them off"
+        )
     seen = 0 if state is None else state.experiences_seen
     candidate = copy.deepcopy(model)
     was_training = model.training
 
-    with torch.random.fork_rng(devices=[]), quiet_avalanche():
-        torch.manual_seed(seed)
+    with seeded(seed), quiet_avalanche():
         learner = build_strategy(
             strategy, candidate, params=params, epochs=epochs, batch_size=batch_size, lr=lr
         )
         ids: dict[int, str] = {}
+        group_of: dict[int, str | None] = {}
         if state is not None:
             restore_state(learner, state)
             ids = memory_sample_ids(state)
+            group_of = memory_sample_groups(state)
         # Restored memory samples hold keys 0..len(ids)-1; the new samples are numbered on.
         first_key = len(ids)
         keys = range(first_key, first_key + len(sample_ids))
         ids.update(zip(keys, sample_ids, strict=True))
-        experience = make_experience(to_float(x).contiguous(), y, list(keys), index=seen)
+        new_groups = [None] * len(keys) if groups is None else [str(g) for g in groups]
+        group_of.update(zip(keys, new_groups, strict=True))
+        experience = make_experience(
+            to_float(x).contiguous(), y, list(keys), index=seen, groups=new_groups
+        )
         learner.train(experience, eval_streams=[])
-        new_state = export_state(strategy, learner, seen + 1, ids)
+        new_state = export_state(strategy, learner, seen + 1, ids, group_of)
 
-    candidate.train(was_training)
-    return UpdateResult(candidate, new_state, time.perf_counter() - started, len(sample_ids))
+    # GDumb retrains a fresh copy of its initial model, so the trained model is the strategy's.
+    trained = learner.model
+    trained.train(was_training)
+    return UpdateResult(trained, new_state, time.perf_counter() - started, len(sample_ids))

@@ -6,13 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import redis
 from celery import Celery
-
 from helpers import REDIS_URL, digit_samples
+
 from service.config import Settings
 from service.context import Service
 from service.queries import status
