@@ -2,13 +2,13 @@
 
 Champion and candidate are scored on the same holdout samples. Per group (with
 fairlearn's MetricFrame for the accuracies) the paired per-sample difference
-gets a normal-approximation interval, Bonferroni-corrected over the groups
-that decide. "Worse beyond chance" is a one-sided question, so the interval's
-upper end is a one-sided bound at ``confidence`` (its lower end the mirror
-image). A deciding group fails when the candidate is worse by more than
-``tolerance`` and that upper end is below zero. The best-to-worst gap may not
-widen by more than ``max_gap_increase``; such a failure names the candidate's
-worst group.
+is tested one-sided ("is the candidate worse?", normal approximation of the
+paired difference), and the groups that decide are Holm-corrected at
+``1 - confidence``. A deciding group fails when that test rejects *and* the
+candidate is worse by more than ``tolerance``. Each comparison also reports a
+Bonferroni interval whose upper end is the one-sided bound. The best-to-worst
+gap may not widen by more than ``max_gap_increase``; such a failure names the
+candidate's worst group.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ class Comparison:
     candidate: float
     difference: float
     interval: tuple[float, float]
+    p_value: float | None  # one-sided: the candidate is no worse
     verdict: str  # "pass", "fail" or "not decisive"
     reason: str
 
@@ -76,22 +77,51 @@ def _paired_interval(diff: np.ndarray, z: float) -> tuple[float, float]:
     return (mean - z * se, mean + z * se)
 
 
+def _one_sided_p(diff: np.ndarray) -> float:
+    """p-value of "the candidate is no worse" (mean paired difference >= 0)."""
+    if len(diff) < 2:
+        return 1.0
+    se = float(diff.std(ddof=1)) / np.sqrt(len(diff))
+    if se == 0.0:
+        return 0.0 if diff.mean() < 0 else 1.0
+    return float(norm.cdf(diff.mean() / se))
+
+
+def _holm(p_values: dict[str, float], alpha: float) -> set[str]:
+    """Names whose hypothesis Holm's step-down procedure rejects at ``alpha``."""
+    rejected: set[str] = set()
+    ordered = sorted(p_values.items(), key=lambda item: item[1])
+    for rank, (name, p) in enumerate(ordered):
+        if p > alpha / (len(ordered) - rank):
+            break
+        rejected.add(name)
+    return rejected
+
+
 def _compare(
-    subject: str, champ: np.ndarray, cand: np.ndarray, z: float, s: GateSettings, decides: bool
+    subject: str,
+    champ: np.ndarray,
+    cand: np.ndarray,
+    z: float,
+    s: GateSettings,
+    decision: bool | None,
 ) -> Comparison:
+    """One slice; ``decision`` is whether its test rejected, ``None`` when it does not decide."""
     diff = cand.astype(np.float64) - champ.astype(np.float64)
     low, high = _paired_interval(diff, z)
     delta = float(diff.mean()) if len(diff) else 0.0
-    if not decides:
+    p_value = _one_sided_p(diff)
+    if decision is None:
         verdict, reason = "not decisive", f"{len(diff)} samples, fewer than {s.min_group_size}"
-    elif delta < -s.tolerance and high < 0.0:
+    elif decision and delta < -s.tolerance:
         verdict = "fail"
         reason = (
             f"accuracy fell by {-delta:.3f} (more than the tolerance {s.tolerance}), "
-            f"interval [{low:.3f}, {high:.3f}] is below zero"
+            f"beyond chance (one-sided p={p_value:.2g}, Holm), interval [{low:.3f}, {high:.3f}]"
         )
     else:
-        verdict, reason = "pass", f"difference {delta:+.3f}, interval [{low:.3f}, {high:.3f}]"
+        verdict = "pass"
+        reason = f"difference {delta:+.3f} (p={p_value:.2g}), interval [{low:.3f}, {high:.3f}]"
     return Comparison(
         subject=subject,
         n=len(diff),
@@ -99,6 +129,7 @@ def _compare(
         candidate=float(cand.mean()) if len(cand) else 0.0,
         difference=delta,
         interval=(low, high),
+        p_value=p_value,
         verdict=verdict,
         reason=reason,
     )
@@ -121,14 +152,19 @@ def run_gate(
     deciding = [g for g, n in champ_metrics.counts.items() if n >= settings.min_group_size]
     alpha = 1.0 - settings.confidence
     z = float(norm.ppf(1.0 - alpha / max(1, len(deciding))))
-    comparisons = []
-    for g in sorted(champ_metrics.counts):
-        mask = groups == g
-        comparisons.append(
-            _compare(str(g), champ_ok[mask], cand_ok[mask], z, settings, g in deciding)
+    masks = {g: groups == g for g in sorted(champ_metrics.counts)}
+    rejected = _holm(
+        {g: _one_sided_p(cand_ok[masks[g]].astype(float) - champ_ok[masks[g]]) for g in deciding},
+        alpha,
+    )
+    comparisons = [
+        _compare(
+            str(g), champ_ok[m], cand_ok[m], z, settings, (g in rejected) if g in deciding else None
         )
+        for g, m in masks.items()
+    ]
     by_window = [
-        _compare(f"window {w}", champ_ok[windows == w], cand_ok[windows == w], z, settings, False)
+        _compare(f"window {w}", champ_ok[windows == w], cand_ok[windows == w], z, settings, None)
         for w in sorted(set(windows.tolist()))
     ]
 

@@ -63,3 +63,19 @@ def test_widening_gap_fails() -> None:
     assert not report.passed
     assert "gap widened" in report.reasons[0]
     assert report.failed_groups == ["B"]  # nobody got worse: the gap failure names the worst group
+
+
+def test_holm_rejects_step_down() -> None:
+    from service.gate import _holm
+
+    assert _holm({"a": 0.001, "b": 0.02, "c": 0.04}, 0.05) == {"a", "b", "c"}
+    assert _holm({"a": 0.001, "b": 0.03, "c": 0.04}, 0.05) == {"a"}  # 0.03 > 0.05 / 2
+    assert _holm({"a": 0.03, "b": 0.04}, 0.05) == set()  # 0.03 > 0.05 / 2
+
+
+def test_report_carries_p_values() -> None:
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 10, 400)
+    pred = _predictions(rng, y, 0.9)
+    report = run_gate(y, pred, pred, np.array(["A", "B"] * 200), np.ones(400), GateSettings())
+    assert all(c.p_value == 1.0 for c in report.groups)  # identical: no evidence of harm
