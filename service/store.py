@@ -8,12 +8,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, select, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.errors import StoreUnavailable, StreamNotFound
-from service.schema import Base, Stream
+from service.schema import Stream
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,20 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def migrate(conn: Connection, revision: str = "head") -> None:
+    """Upgrade the schema on ``conn`` to ``revision`` (Alembic, scripts in service/migrations)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = conn
+    command.upgrade(config, revision)
 
 
 class Store:
@@ -49,17 +63,17 @@ class Store:
         # Stream rows by name: their id, classes and shape never change once created.
         self.streams: dict[str, Stream] = {}
 
-    def create_schema(self) -> None:
-        """Create missing tables; idempotent and safe when several workers start at once."""
+    def create_schema(self, revision: str = "head") -> None:
+        """Create or upgrade the schema with Alembic; safe when several workers start at once."""
         try:
             with self.engine.begin() as conn:
-                if not self.is_sqlite:
-                    # Concurrent CREATE TABLEs race in PostgreSQL's catalog: serialise them.
+                if self.is_sqlite:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")  # one migrator at a time
+                else:
+                    # Concurrent DDL races in PostgreSQL's catalog: serialise the migrators.
                     conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
-                Base.metadata.create_all(conn)
+                migrate(conn, revision)
         except OperationalError as exc:
-            if self.is_sqlite and "already exists" in str(exc.orig):
-                return  # another process created it between our check and our CREATE
             raise StoreUnavailable(f"cannot reach the database: {exc.orig}") from exc
 
     @contextmanager

@@ -37,6 +37,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     url = request.getfixturevalue("pg_database")
     store = Store(url)
     Base.metadata.drop_all(store.engine)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
     store.dispose()
     yield url
 
