@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 from fairlearn.metrics import MetricFrame
-from sklearn.metrics import accuracy_score
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 from torch import Tensor, nn
 
 from learners.models import to_float
@@ -52,14 +53,29 @@ def _as_array(values: Tensor | np.ndarray | Sequence[Any]) -> np.ndarray:
     return np.asarray(values)
 
 
+def _auc(y_true: np.ndarray, proba: np.ndarray) -> float:
+    """One-vs-rest macro AUC from class probabilities; NaN where a slice has one class only."""
+    present = np.unique(y_true)
+    if len(present) < 2:
+        return float("nan")
+    scores = proba[:, present]
+    scores = scores / np.clip(scores.sum(axis=1, keepdims=True), 1e-12, None)
+    if len(present) == 2:
+        return float(roc_auc_score(y_true == present[1], scores[:, 1]))
+    return float(roc_auc_score(y_true, scores, multi_class="ovr", labels=present))
+
+
 def evaluate_by_group(
     y_true: Tensor | np.ndarray | Sequence[int],
     y_pred: Tensor | np.ndarray | Sequence[int],
     groups: Tensor | np.ndarray | Sequence[Any],
+    proba: Tensor | np.ndarray | None = None,
 ) -> GroupMetrics:
     """Accuracy overall and per group (group names as strings), computed by fairlearn.
 
-    No samples give accuracy 0.0 overall and no groups, so the shape never changes.
+    With class probabilities ``proba`` it adds macro precision, recall and F1 and the
+    one-vs-rest AUC (NaN for a slice holding one class). No samples give accuracy 0.0
+    overall and no groups, so the shape never changes for a given call.
     """
     truth, predicted, group = _as_array(y_true), _as_array(y_pred), _as_array(groups)
     if not len(truth) == len(predicted) == len(group):
@@ -69,11 +85,26 @@ def evaluate_by_group(
     if len(truth) == 0:
         return GroupMetrics(overall={"accuracy": 0.0}, by_group={}, counts={})
     names = np.array([str(g) for g in group], dtype=object)
+    metrics: dict[str, Any] = {"accuracy": accuracy_score}
+    sample_params: dict[str, dict[str, np.ndarray]] = {}
+    if proba is not None:
+        macro = {"average": "macro", "zero_division": 0}
+        scores = _as_array(proba)
+        metrics |= {
+            "precision": partial(precision_score, **macro),
+            "recall": partial(recall_score, **macro),
+            "f1": partial(f1_score, **macro),
+            # MetricFrame splits only 1-D sample parameters: pass row numbers, not the
+            # (N, classes) probabilities, and look the rows up here.
+            "auc": lambda y_t, _y_p, rows: _auc(y_t, scores[rows]),
+        }
+        sample_params = {"auc": {"rows": np.arange(len(truth))}}
     frame = MetricFrame(
-        metrics={"accuracy": accuracy_score},
+        metrics=metrics,
         y_true=truth,
         y_pred=predicted,
         sensitive_features=names,
+        sample_params=sample_params or None,
     )
     by_group = {
         str(name): {metric: float(value) for metric, value in row.items()}

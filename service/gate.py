@@ -56,6 +56,7 @@ class GateReport:
     reasons: list[str] = field(default_factory=list)
     gap_failed: bool = False
     worst_group: str | None = None
+    metrics: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)
 
     @property
     def failed_groups(self) -> list[str]:
@@ -135,6 +136,13 @@ def _compare(
     )
 
 
+def _finite(table: dict[str, dict[str, float]]) -> dict[str, dict[str, float | None]]:
+    """The metric table with NaN as ``None`` (JSON and the store cannot hold NaN)."""
+    return {
+        g: {k: (None if v != v else round(v, 4)) for k, v in m.items()} for g, m in table.items()
+    }
+
+
 def run_gate(
     y_true: np.ndarray,
     champion_pred: np.ndarray,
@@ -142,13 +150,20 @@ def run_gate(
     groups: np.ndarray,
     windows: np.ndarray,
     settings: GateSettings,
+    *,
+    champion_proba: np.ndarray | None = None,
+    candidate_proba: np.ndarray | None = None,
 ) -> GateReport:
-    """Decide whether the candidate may replace the champion on this holdout."""
+    """Decide whether the candidate may replace the champion on this holdout.
+
+    Accuracy decides; with class probabilities the report also carries precision, recall,
+    F1 and AUC per group for both models.
+    """
     y_true, groups, windows = np.asarray(y_true), np.asarray(groups), np.asarray(windows)
     champ_ok = np.asarray(champion_pred) == y_true
     cand_ok = np.asarray(candidate_pred) == y_true
-    champ_metrics = evaluate_by_group(y_true, champion_pred, groups)
-    cand_metrics = evaluate_by_group(y_true, candidate_pred, groups)
+    champ_metrics = evaluate_by_group(y_true, champion_pred, groups, champion_proba)
+    cand_metrics = evaluate_by_group(y_true, candidate_pred, groups, candidate_proba)
     deciding = [g for g, n in champ_metrics.counts.items() if n >= settings.min_group_size]
     alpha = 1.0 - settings.confidence
     z = float(norm.ppf(1.0 - alpha / max(1, len(deciding))))
@@ -191,4 +206,8 @@ def run_gate(
         reasons=reasons,
         gap_failed=gap_failed,
         worst_group=worst,
+        metrics={
+            "champion": _finite(champ_metrics.by_group),
+            "candidate": _finite(cand_metrics.by_group),
+        },
     )

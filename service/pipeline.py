@@ -526,8 +526,8 @@ class WindowProcessor:
         s = self.settings
         holdout = self._gate_holdout()
         x = to_float(holdout.x)
-        champion_pred, _ = predict(champion.model, x)
-        candidate_pred, _ = predict(candidate, x)
+        champion_pred, champion_proba = predict(champion.model, x)
+        candidate_pred, candidate_proba = predict(candidate, x)
         with self.store.session() as session:
             seqs = dict(
                 session.execute(
@@ -546,6 +546,8 @@ class WindowProcessor:
                 max_gap_increase=s.max_gap_increase,
                 confidence=s.gate_confidence,
             ),
+            champion_proba=champion_proba.numpy(),
+            candidate_proba=candidate_proba.numpy(),
         )
 
     def _regression_alert(self, version: int, report: GateReport) -> None:

@@ -79,3 +79,28 @@ def test_report_carries_p_values() -> None:
     pred = _predictions(rng, y, 0.9)
     report = run_gate(y, pred, pred, np.array(["A", "B"] * 200), np.ones(400), GateSettings())
     assert all(c.p_value == 1.0 for c in report.groups)  # identical: no evidence of harm
+
+
+def test_report_has_precision_recall_f1_auc_per_group() -> None:
+    rng = np.random.default_rng(6)
+    y = rng.integers(0, 10, 300)
+    proba = rng.random((300, 10))
+    proba[np.arange(300), y] += 2.0  # informative scores
+    proba /= proba.sum(axis=1, keepdims=True)
+    pred = proba.argmax(axis=1)
+    groups = np.array(["A", "B", "C"] * 100)
+    report = run_gate(
+        y,
+        pred,
+        pred,
+        groups,
+        np.ones(300),
+        GateSettings(),
+        champion_proba=proba,
+        candidate_proba=proba,
+    )
+    for model in ("champion", "candidate"):
+        for group in ("A", "B", "C"):
+            row = report.metrics[model][group]
+            assert set(row) == {"accuracy", "precision", "recall", "f1", "auc"}
+            assert row["accuracy"] == 1.0 and row["f1"] == 1.0 and row["auc"] > 0.99
