@@ -1,9 +1,22 @@
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
+import torch
 
-from drift.online import OnlineCovariateDetector, OnlineVerdict
+from drift.online import OnlineCovariateDetector, OnlineVerdict, min_bootstraps
 
 WINDOW = 10
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """Configuring an online detector is thousands of small torch ops; with two threads on
+    two shared cores each waits for a busy core (measured 15-70x slower), so use one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +74,15 @@ def test_bad_settings_are_refused(reference: np.ndarray) -> None:
         OnlineCovariateDetector(reference, ert=50, window_size=100)
     with pytest.raises(ValueError, match="n_bootstraps=100 is too few for ert=500"):
         OnlineCovariateDetector(reference, ert=500, window_size=10, n_bootstraps=100)
+
+
+def test_min_bootstraps_matches_what_alibi_detect_accepts(reference: np.ndarray) -> None:
+    needed = min_bootstraps(50, 5)
+    assert needed == 58
+    OnlineCovariateDetector(reference, ert=50, window_size=5, n_bootstraps=needed)
+    with pytest.raises(ValueError, match="too few"):
+        OnlineCovariateDetector(reference, ert=50, window_size=5, n_bootstraps=needed - 1)
+    from alibi_detect.cd import MMDDriftOnline
+
+    with pytest.raises(ValueError, match="quantile should not be estimated"):
+        MMDDriftOnline(reference, 50, 5, backend="pytorch", n_bootstraps=needed - 1, verbose=False)

@@ -1,0 +1,203 @@
+"""Online covariate drift: alibi-detect's MMD or LSDD online detectors, one instance at a time.
+
+A window test (:mod:`drift.base`) waits for a window to fill; an online detector
+scores a sliding window of the last ``window_size`` instances after every arrival
+and alarms as soon as the statistic crosses a time-dependent threshold. The
+thresholds are set, once per reference, by bootstrapping the reference so that
+without drift the expected time to a false alarm is ``ert`` instances (alibi-detect
+counts the run time from t=0). Setting them is expensive: ``n_bootstraps``
+resamples of the reference for each of ``window_size`` steps, seconds on a CPU
+(3-4 s for MMD or LSDD at ``ert=1000``, ``n_bootstraps=3000``, ``window_size=20``,
+512 x 32 reference, on an idle core; several times that on a busy machine), so
+configure a detector once per reference, keep it, and
+:meth:`OnlineCovariateDetector.reset` it after an alarm rather than building a new
+one. ``n_bootstraps`` should be an order of magnitude above ``ert`` for the
+thresholds to hit the ERT.
+
+The configuration is thousands of small torch operations: with two intra-op threads
+on two cores shared with other work, each one waits for a busy core and the whole
+can take 15-70 times longer (measured); a process that configures online detectors
+on a shared machine should run torch on one thread (``torch.set_num_threads(1)``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from drift.base import INSTALL_HINT
+
+OnlineMethod = Literal["mmd", "lsdd"]
+ONLINE_METHODS: tuple[str, ...] = ("mmd", "lsdd")
+UNKNOWN_ONLINE_METHOD = "unknown online detector {name!r}; known detectors: " + ", ".join(
+    repr(name) for name in ONLINE_METHODS
+)
+
+
+@dataclass(frozen=True)
+class OnlineVerdict:
+    """The detector's verdict after one instance.
+
+    ``time`` counts instances since the last reset (the first instance is 1);
+    ``is_drift`` is ``test_stat > threshold``.
+    """
+
+    is_drift: bool
+    test_stat: float
+    threshold: float
+    time: int
+
+
+def _enough(n_bootstraps: int, ert: float, window_size: int) -> bool:
+    p = 1.0 - 1.0 / ert
+    n = n_bootstraps
+    for _ in range(window_size):
+        if not 1.0 / n <= p <= (n - 1) / n:  # alibi-detect's own check in ``quantile``
+            return False
+        h = (n - 1) * p + 1  # type-7 quantile; the statistics strictly below it survive
+        n = int(h) if h != int(h) else int(h) - 1
+    return True
+
+
+def min_bootstraps(ert: float, window_size: int) -> int:
+    """The fewest bootstraps with which alibi-detect's online MMD can set its thresholds.
+
+    At each of the ``window_size`` steps it takes the ``1 - 1/ert`` quantile of the
+    surviving bootstrap statistics and keeps only those below it, and it refuses a
+    quantile from fewer than ``ert`` statistics. We replay that count (LSDD needs a
+    few less) to refuse too few bootstraps before seconds are spent configuring.
+
+    >>> min_bootstraps(100, 20), min_bootstraps(1000, 10)
+    (138, 1018)
+    """
+    low = high = math.ceil(ert)
+    while not _enough(high, ert, window_size):
+        low, high = high + 1, high * 2
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if _enough(mid, ert, window_size) else (mid + 1, high)
+    return high
+
+
+def _online_backend(  # type: ignore[no-untyped-def]
+    method: str, x_ref: np.ndarray, ert: float, window_size: int, n_bootstraps: int
+):
+    try:
+        from alibi_detect.cd import LSDDDriftOnline, MMDDriftOnline
+    except ImportError as exc:  # pragma: no cover - guarded optional backend
+        raise ImportError(INSTALL_HINT) from exc
+    cls = MMDDriftOnline if method == "mmd" else LSDDDriftOnline
+    return cls(
+        x_ref,
+        ert=ert,
+        window_size=window_size,
+        backend="pytorch",
+        n_bootstraps=n_bootstraps,
+        device="cpu",
+        verbose=False,
+    )
+
+
+class OnlineCovariateDetector:
+    """Sliding-window online drift detection of feature vectors against a fixed reference.
+
+    Parameters
+    ----------
+    x_ref
+        Reference features ``(n, d)``; ``n`` must exceed ``2 * window_size`` (alibi-detect
+        splits it into a sub-reference and an extended test window).
+    ert
+        Expected run time: the mean number of instances to a false alarm without drift.
+    window_size
+        Instances in the sliding test window: small windows react fast to strong
+        shifts, large ones find weak shifts.
+    n_bootstraps
+        Resamples used to set the thresholds (costly: see the module docstring); at
+        least :func:`min_bootstraps`, ideally ten times ``ert``.
+    method
+        ``"mmd"`` or ``"lsdd"``.
+    seed
+        Seed of the bootstraps and of the reference split, so a reference always gives
+        the same thresholds.
+    feature_space
+        Name of the feature space, for the caller's records.
+    """
+
+    def __init__(
+        self,
+        x_ref: np.ndarray,
+        *,
+        ert: float,
+        window_size: int,
+        n_bootstraps: int = 1000,
+        method: OnlineMethod = "mmd",
+        seed: int = 0,
+        feature_space: str = "encoder",
+    ) -> None:
+        if method not in ONLINE_METHODS:
+            raise ValueError(UNKNOWN_ONLINE_METHOD.format(name=method))
+        x_ref = np.asarray(x_ref, dtype=np.float32)
+        if x_ref.ndim != 2:
+            raise ValueError(f"x_ref must be (n, d) features, got shape {x_ref.shape}")
+        if window_size < 2 or len(x_ref) <= 2 * window_size:
+            raise ValueError(
+                f"need 2 <= window_size and more than 2 * window_size reference rows, "
+                f"got window_size={window_size} and {len(x_ref)} rows"
+            )
+        if ert <= 1:
+            raise ValueError(f"ert must exceed 1, got {ert}")
+        needed = min_bootstraps(ert, window_size)
+        if n_bootstraps < needed:
+            raise ValueError(
+                f"n_bootstraps={n_bootstraps} is too few for ert={ert} and "
+                f"window_size={window_size}: need at least {needed}, ideally 10 * ert"
+            )
+        self.ert = ert
+        self.window_size = window_size
+        self.n_bootstraps = n_bootstraps
+        self.method = method
+        self.seed = seed
+        self.feature_space = feature_space
+        self.n_features = x_ref.shape[1]
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self._backend: Any = _online_backend(method, x_ref, ert, window_size, n_bootstraps)
+
+    @property
+    def time(self) -> int:
+        """Instances seen since the last reset."""
+        return int(self._backend.t)
+
+    def update(self, x: np.ndarray) -> list[OnlineVerdict]:
+        """Feed one instance ``(d,)`` or a batch ``(m, d)`` in arrival order; one verdict each.
+
+        The detector does not reset itself after an alarm: later verdicts keep scoring
+        the same sliding window. Call :meth:`reset` once an alarm has been handled.
+        """
+        rows = np.asarray(x, dtype=np.float32)
+        if rows.ndim == 1:
+            rows = rows[None, :]
+        if rows.ndim != 2 or rows.shape[1] != self.n_features:
+            raise ValueError(
+                f"expected ({self.n_features},) or (m, {self.n_features}), got {rows.shape}"
+            )
+        verdicts = []
+        for row in rows:
+            out = self._backend.predict(row, return_test_stat=True)["data"]
+            verdicts.append(
+                OnlineVerdict(
+                    is_drift=bool(out["is_drift"]),
+                    test_stat=float(out["test_stat"]),
+                    threshold=float(out["threshold"]),
+                    time=int(out["time"]),
+                )
+            )
+        return verdicts
+
+    def reset(self) -> None:
+        """Back to time 0, same reference and thresholds (cheap: nothing is reconfigured)."""
+        self._backend.reset_state()
