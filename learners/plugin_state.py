@@ -42,7 +42,11 @@ from torch import Tensor, nn
 from learners.experience import dataset_tensors, tensors_dataset
 from learners.fairness import GroupBalancedBuffer
 from learners.keyed_gem import KeyedGEMPlugin
-from learners.memory_plugins import DomainMIRPlugin, GroupAwareAGEMPlugin
+from learners.plugins import (
+    CPUSynapticIntelligencePlugin,
+    DomainMIRPlugin,
+    GroupAwareAGEMPlugin,
+)
 
 
 @dataclass
@@ -396,7 +400,7 @@ CODECS: dict[str, Codec] = {
     "gem": Codec(KeyedGEMPlugin, _export_gem, _restore_gem),
     "agem": Codec(GroupAwareAGEMPlugin, _export_agem, _restore_agem),
     "lwf": Codec(LwFPlugin, _export_lwf, _restore_lwf),
-    "si": Codec(SynapticIntelligencePlugin, _export_si, _restore_si),
+    "si": Codec(CPUSynapticIntelligencePlugin, _export_si, _restore_si),
     "gdumb": Codec(GDumbPlugin, _export_gdumb, _restore_gdumb),
     "der": Codec(DER, _export_storage, _restore_storage),
     "mir": Codec(DomainMIRPlugin, _export_storage, _restore_mir),
@@ -407,6 +411,7 @@ _NEEDS_SUBCLASS = {
     GEMPlugin: KeyedGEMPlugin,
     AGEMPlugin: GroupAwareAGEMPlugin,
     MIRPlugin: DomainMIRPlugin,
+    SynapticIntelligencePlugin: CPUSynapticIntelligencePlugin,
 }
 
 

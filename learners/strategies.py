@@ -127,7 +127,7 @@ def _build_gem(common: dict[str, Any], params: dict[str, Any]) -> SupervisedTemp
 def _build_agem(common: dict[str, Any], params: dict[str, Any]) -> SupervisedTemplate:
     from avalanche.training import Naive
 
-    from learners.memory_plugins import GroupAwareAGEMPlugin
+    from learners.plugins import GroupAwareAGEMPlugin
 
     # Same as avalanche.training.AGEM, with a memory that can be group-balanced.
     common["plugins"].append(
@@ -145,9 +145,14 @@ def _build_lwf(common: dict[str, Any], params: dict[str, Any]) -> SupervisedTemp
 
 
 def _build_si(common: dict[str, Any], params: dict[str, Any]) -> SupervisedTemplate:
-    from avalanche.training import SynapticIntelligence
+    from avalanche.training import Naive
 
-    return SynapticIntelligence(si_lambda=params["si_lambda"], eps=params["eps"], **common)
+    from learners.plugins import CPUSynapticIntelligencePlugin
+
+    # As avalanche.training.SynapticIntelligence (Naive + its plugin), with a plugin that also
+    # works on a CPU (Avalanche's does nothing there; see the plugin).
+    common["plugins"].append(CPUSynapticIntelligencePlugin(params["si_lambda"], params["eps"]))
+    return Naive(**common)
 
 
 def _build_gdumb(common: dict[str, Any], params: dict[str, Any]) -> SupervisedTemplate:
@@ -181,7 +186,7 @@ def _build_mir(common: dict[str, Any], params: dict[str, Any]) -> SupervisedTemp
     from avalanche.training import Naive
 
     from learners.fairness import GroupBalancedBuffer
-    from learners.memory_plugins import DomainMIRPlugin
+    from learners.plugins import DomainMIRPlugin
 
     # As avalanche.training.MIR (Naive + MIRPlugin), replaying from the whole buffer.
     size = params["mem_size"]
