@@ -126,6 +126,9 @@ def worker(
     beat: Annotated[
         bool, typer.Option("-B", "--beat", help="Also run the sweep schedule (one worker only).")
     ] = False,
+    hostname: Annotated[
+        str | None, typer.Option("-n", "--hostname", help="Worker node name, e.g. ingest1@%h.")
+    ] = None,
 ) -> None:
     """Start a Celery worker on the configured broker."""
     from workers.app import QUEUES, configure
@@ -135,7 +138,9 @@ def worker(
         _fail(f"unknown queue(s) {', '.join(sorted(unknown))}; known: {', '.join(QUEUES)}")
     app = configure(Settings())
     argv = ["worker", "-Q", queues, "-c", str(concurrency), f"--loglevel={loglevel}", "-E"]
-    app.worker_main([*argv, "-B"] if beat else argv)
+    argv += ["-B"] if beat else []
+    argv += ["-n", hostname] if hostname else []
+    app.worker_main(argv)
 
 
 def _folder_samples(folder: Path, labels_csv: Path | None, group: str) -> list[dict[str, Any]]:

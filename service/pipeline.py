@@ -430,6 +430,7 @@ class WindowProcessor:
             to_float(train.x),
             train.y_tensor,
             sample_ids=train.sample_ids,
+            groups=[str(g) for g in train.groups],
             strategy=s.strategy,
             params=dict(s.strategy_params),
             state=state,

@@ -1,0 +1,116 @@
+"""Two worker processes (two children each) ingest and learn at once on Redis and PostgreSQL.
+
+Every sample lands in exactly one window, every window closes once at full size, and every
+window is processed exactly once (one set of drift reports each), in order.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import redis
+from celery import Celery
+from helpers import REDIS_URL, digit_samples, make_settings
+from sqlalchemy import func, select
+
+from service.context import Service
+from service.queries import status
+from service.schema import DriftReport, Sample, Window
+
+DB = 15
+WINDOW = 32
+
+
+def test_concurrent_ingest_windows_and_learning(tmp_path: Path, pg_database: str) -> None:
+    from service.schema import Base
+
+    url = f"{REDIS_URL}/{DB}"
+    redis.Redis.from_url(url).flushdb()
+    service = Service.from_settings(make_settings(tmp_path, pg_database))
+    Base.metadata.drop_all(service.store.engine)  # a clean schema in the session database
+    with service.store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+    service.store.create_schema()
+    env = {
+        **os.environ,
+        "LEARNSTREAM_HOME": str(tmp_path / "home"),
+        "LEARNSTREAM_DATABASE_URL": pg_database,
+        "LEARNSTREAM_BROKER_URL": url,
+        "LEARNSTREAM_RESULT_BACKEND": url,
+        "LEARNSTREAM_WINDOW_SIZE": str(WINDOW),
+        "LEARNSTREAM_BOOTSTRAP_SAMPLES": "40",
+        "LEARNSTREAM_BOOTSTRAP_EPOCHS": "2",
+        "LEARNSTREAM_MIN_BOOTSTRAP_ACCURACY": "0.0",
+        "LEARNSTREAM_DRIFT_PERMUTATIONS": "100",
+    }
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "service.cli",
+                "worker",
+                "-Q",
+                "ingest,learn",
+                "-c",
+                "2",
+                "-n",
+                f"w{i}@%h",
+                "--loglevel",
+                "WARNING",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        for i in range(2)
+    ]
+    producer = Celery("producer", broker=url, backend=url)
+    samples = digit_samples(WINDOW * 10, seed=21)
+    calls = [samples[i : i + 8] for i in range(0, len(samples), 8)]
+    try:
+
+        def send(call):  # type: ignore[no-untyped-def]
+            return producer.send_task(
+                "learnstream.ingest", kwargs={"stream": "c", "samples": call}, queue="ingest"
+            ).get(timeout=180)
+
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(send, calls))
+        deadline = time.monotonic() + 240
+        while status(service)["streams"]["c"]["windows"]["processed"] < 10:
+            assert time.monotonic() < deadline, status(service)
+            time.sleep(0.5)
+    finally:
+        for w in workers:
+            os.killpg(w.pid, signal.SIGTERM)
+        for w in workers:
+            w.wait(timeout=60)
+    assert sum(len(a["accepted"]) for a in answers) == len(samples)
+    with service.store.session() as session:
+        windows = session.execute(
+            select(Window.id, Window.seq, Window.size, Window.state).order_by(Window.seq)
+        ).all()
+        per_window = dict(
+            session.execute(select(Sample.window_id, func.count()).group_by(Sample.window_id)).all()
+        )
+        reports = dict(
+            session.execute(
+                select(DriftReport.window_id, func.count()).group_by(DriftReport.window_id)
+            ).all()
+        )
+        seqs = session.scalars(select(Sample.seq).order_by(Sample.seq)).all()
+    assert [w.seq for w in windows] == list(range(1, 11))
+    assert all(w.size == WINDOW and w.state == "processed" for w in windows)
+    assert all(per_window[w.id] == WINDOW for w in windows)  # each sample in one window
+    assert seqs == list(range(1, len(samples) + 1))
+    scored = [w for w in windows if w.id in reports]
+    assert len(scored) >= 8 and all(reports[w.id] == 3 for w in scored)  # processed once each
+    service.close()
