@@ -122,6 +122,20 @@ class Settings(BaseSettings):
     drift_permutations: int = Field(
         default=500, ge=100, description="Permutations of the MMD test (resolution 1/n)."
     )
+    drift_detector: Literal["mmd", "lsdd", "ks"] = Field(
+        default="mmd", description="Covariate-shift test: MMD, LSDD or KS with Bonferroni."
+    )
+    drift_feature_space: Literal["penultimate", "encoder"] = Field(
+        default="penultimate",
+        description="Features tested: the champion's penultimate layer, or a fixed seeded "
+        "untrained encoder that does not change with swaps.",
+    )
+    drift_encoder_dim: int = Field(default=32, ge=2, description="Width of the untrained encoder.")
+    drift_encoder_seed: int = Field(default=0, description="Seed of the untrained encoder.")
+    concept_detector: Literal["adwin", "page_hinkley"] = Field(
+        default="adwin", description="Detector on the champion's prequential error per group."
+    )
+    concept_delta: float = Field(default=0.002, gt=0, lt=1, description="ADWIN's confidence.")
     reference_size: int = Field(default=600, ge=20, description="Held-out samples in a reference.")
     min_drift_group_size: int = Field(
         default=20, ge=2, description="Samples a group needs in window and reference to be tested."

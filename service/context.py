@@ -22,6 +22,7 @@ class Service:
         self.store = store
         self._versions: OrderedDict[tuple[str, int], LoadedVersion] = OrderedDict()
         self._lock = threading.Lock()
+        self._encoders: dict[tuple[int, int, int], object] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Service:
@@ -49,6 +50,16 @@ class Service:
             while len(self._versions) > 8:
                 self._versions.popitem(last=False)
         return loaded
+
+    def encoder(self, enc_dim: int, seed: int, in_channels: int):  # type: ignore[no-untyped-def]
+        """The fixed, seeded, untrained drift encoder (built once per process)."""
+        key = (enc_dim, seed, in_channels)
+        with self._lock:
+            if key not in self._encoders:
+                from drift.features import UntrainedEncoder
+
+                self._encoders[key] = UntrainedEncoder(enc_dim, seed, in_channels)
+            return self._encoders[key]
 
     def close(self) -> None:
         self.store.dispose()

@@ -19,9 +19,9 @@ import torch
 from sqlalchemy import select, update
 
 from drift.concept import concept_drift
-from drift.covariate import MMDCovariateDetector
 from drift.features import penultimate_features
 from drift.label import label_shift
+from drift.registry import make_covariate_detector
 from drift.result import DriftResult
 from learners.evaluation import evaluate_by_group, predict
 from learners.models import build_model, to_float
@@ -314,15 +314,17 @@ class WindowProcessor:
         reference, label_reference = ref.holdout, ref.labels
         results = []
         if len(reference) >= s.min_drift_group_size:
-            detector = MMDCovariateDetector(
-                penultimate_features(champion.model, to_float(reference.x)),
+            detector = make_covariate_detector(
+                s.drift_detector,
+                self._features(champion, reference.x),
                 reference.groups.tolist(),
                 p_value=s.drift_p_value,
                 n_permutations=s.drift_permutations,
                 min_group_size=s.min_drift_group_size,
                 seed=s.seed + self.window.seq,
+                feature_space=s.drift_feature_space,
             )
-            window_features = penultimate_features(champion.model, to_float(self.batch.x))
+            window_features = self._features(champion, self.batch.x)
             results.append(detector.test(window_features, self.batch.groups.tolist()))
         else:
             self.outcome.note = f"reference too small for the covariate test ({len(reference)})"
@@ -337,8 +339,23 @@ class WindowProcessor:
                 min_group_size=s.min_drift_group_size,
             )
         )
-        results.append(concept_drift(self._error_history(champion, ref.unseen), self._errors()))
+        results.append(
+            concept_drift(
+                self._error_history(champion, ref.unseen),
+                self._errors(),
+                delta=s.concept_delta,
+                detector=s.concept_detector,
+            )
+        )
         return results
+
+    def _features(self, champion: LoadedVersion, x: torch.Tensor) -> np.ndarray:
+        """Drift features of uint8 images in the configured feature space."""
+        s = self.settings
+        if s.drift_feature_space == "penultimate":
+            return penultimate_features(champion.model, to_float(x))
+        encoder = self.service.encoder(s.drift_encoder_dim, s.drift_encoder_seed, x.shape[1])
+        return encoder.encode(to_float(x))
 
     def _errors(self) -> dict[str, list[bool]]:
         current: dict[str, list[bool]] = {}

@@ -105,3 +105,31 @@ def test_windows_are_claimed_one_at_a_time_in_order(sqlite_service) -> None:
     assert claim_next_window(sqlite_service, stream_id) is None  # the stream is busy
     with sqlite_service.store.session() as session:
         assert session.get(Window, first).seq == 1
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"drift_detector": "lsdd"},
+        {"drift_detector": "ks", "drift_feature_space": "encoder"},
+        {"concept_detector": "page_hinkley"},
+    ],
+)
+def test_other_detectors_find_the_shift(tmp_path, overrides) -> None:
+    from helpers import make_settings
+
+    from service.context import Service, set_service
+
+    settings = make_settings(tmp_path, None, window_size=128, bootstrap_samples=150, **overrides)
+    service = Service.from_settings(settings)
+    set_service(service)
+    plan = DemoPlan(windows=5, window_size=128, shift_window=4, corrupted_window=99, bad_samples={})
+    outcomes, _ = _play(service, plan)
+    by_window = {o.window: o for o in outcomes}
+    assert not any(o.drifted for o in outcomes if o.window < 4)
+    assert by_window[4].drifted
+    rows = list_drift(service, "demo")
+    covariate = [r for r in rows if r["kind"] == "covariate"]
+    assert {r["detector"] for r in covariate} == {settings.drift_detector}
+    assert {r["feature_space"] for r in covariate} == {settings.drift_feature_space}
+    set_service(None)
