@@ -166,6 +166,37 @@ class GroupedCovariateDetector(ABC):
         )
 
 
+class PermutationCovariateDetector(GroupedCovariateDetector):
+    """A grouped detector whose p-values come from a permutation test.
+
+    Keep ``1 / n_permutations`` well below the corrected threshold, or the smallest
+    attainable p-value cannot cross it.
+    """
+
+    def __init__(
+        self,
+        x_ref: np.ndarray,
+        groups_ref: Sequence[str],
+        *,
+        p_value: float = 0.01,
+        n_permutations: int = 500,
+        min_group_size: int = 20,
+        seed: int = 0,
+        feature_space: str = "penultimate",
+    ) -> None:
+        if n_permutations < 1:
+            raise ValueError(f"n_permutations must be at least 1, got {n_permutations}")
+        self.n_permutations = n_permutations
+        super().__init__(
+            x_ref,
+            groups_ref,
+            p_value=p_value,
+            min_group_size=min_group_size,
+            seed=seed,
+            feature_space=feature_space,
+        )
+
+
 def permutation_mask(
     n_permutations: int, total: int, n_first: int, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:

@@ -10,13 +10,12 @@ so a shift in one small group is found even when the overall mix hides it
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from drift.base import INSTALL_HINT, GroupedCovariateDetector, permutation_mask
+from drift.base import INSTALL_HINT, PermutationCovariateDetector, permutation_mask
 
 __all__ = ["INSTALL_HINT", "MMDCovariateDetector"]
 
@@ -69,7 +68,7 @@ def _permutation_test(detector, x: np.ndarray, n_permutations: int) -> tuple[flo
     return mmd2, p_value
 
 
-class MMDCovariateDetector(GroupedCovariateDetector):
+class MMDCovariateDetector(PermutationCovariateDetector):
     """MMD two-sample test of a window's features against a fixed reference.
 
     Parameters
@@ -91,29 +90,6 @@ class MMDCovariateDetector(GroupedCovariateDetector):
     """
 
     detector = "mmd"
-
-    def __init__(
-        self,
-        x_ref: np.ndarray,
-        groups_ref: Sequence[str],
-        *,
-        p_value: float = 0.01,
-        n_permutations: int = 500,
-        min_group_size: int = 20,
-        seed: int = 0,
-        feature_space: str = "penultimate",
-    ) -> None:
-        if n_permutations < 1:
-            raise ValueError(f"n_permutations must be at least 1, got {n_permutations}")
-        self.n_permutations = n_permutations
-        super().__init__(
-            x_ref,
-            groups_ref,
-            p_value=p_value,
-            min_group_size=min_group_size,
-            seed=seed,
-            feature_space=feature_space,
-        )
 
     def _configure(self, x_ref: np.ndarray) -> Any:
         return _mmd(x_ref, self.p_value, self.n_permutations)

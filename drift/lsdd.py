@@ -11,13 +11,12 @@ all once per reference.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from drift.base import INSTALL_HINT, GroupedCovariateDetector, permutation_mask
+from drift.base import INSTALL_HINT, PermutationCovariateDetector, permutation_mask
 
 
 def _lsdd(x_ref: np.ndarray, p_value: float, n_permutations: int):  # type: ignore[no-untyped-def]
@@ -74,7 +73,7 @@ def _permutation_test(detector, x: np.ndarray, n_permutations: int) -> tuple[flo
     return lsdd, p_value
 
 
-class LSDDCovariateDetector(GroupedCovariateDetector):
+class LSDDCovariateDetector(PermutationCovariateDetector):
     """LSDD two-sample test of a window's features against a fixed reference.
 
     Parameters
@@ -98,29 +97,6 @@ class LSDDCovariateDetector(GroupedCovariateDetector):
     """
 
     detector = "lsdd"
-
-    def __init__(
-        self,
-        x_ref: np.ndarray,
-        groups_ref: Sequence[str],
-        *,
-        p_value: float = 0.01,
-        n_permutations: int = 500,
-        min_group_size: int = 20,
-        seed: int = 0,
-        feature_space: str = "penultimate",
-    ) -> None:
-        if n_permutations < 1:
-            raise ValueError(f"n_permutations must be at least 1, got {n_permutations}")
-        self.n_permutations = n_permutations
-        super().__init__(
-            x_ref,
-            groups_ref,
-            p_value=p_value,
-            min_group_size=min_group_size,
-            seed=seed,
-            feature_space=feature_space,
-        )
 
     def _configure(self, x_ref: np.ndarray) -> Any:
         return _lsdd(x_ref, self.p_value, self.n_permutations)

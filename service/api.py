@@ -74,7 +74,7 @@ from service.errors import (
     StoreUnavailable,
     Unauthorized,
 )
-from service.queries import list_alerts, list_drift, list_models, status
+from service.queries import alert_dict, list_alerts, list_drift, list_models, status
 from service.schema import Alert, Champion, ModelVersion, Rejection, Sample, Stream, Window
 
 log = logging.getLogger(__name__)
@@ -397,21 +397,6 @@ def list_windows(service: Service, stream: str) -> list[dict[str, Any]]:
             }
             for w in rows
         ]
-
-
-def alert_dict(a: Alert) -> dict[str, Any]:
-    """An alert as ``GET /v1/alerts`` shows it."""
-    return {
-        "id": a.id,
-        "kind": a.kind,
-        "severity": a.severity,
-        "subject": a.subject,
-        "message": a.message,
-        "payload": a.payload,
-        "time": a.created_at.isoformat(),
-        "acknowledged": a.acknowledged,
-        "acknowledged_by": a.acknowledged_by,
-    }
 
 
 # ---------------------------------------------------------------------------------------------

@@ -103,20 +103,22 @@ def list_alerts(
         query = _stream_filter(select(Alert), Alert.stream_id, service, session, stream)
         if not include_acknowledged:
             query = query.where(Alert.acknowledged.is_(False))
-        return [
-            {
-                "id": a.id,
-                "kind": a.kind,
-                "severity": a.severity,
-                "subject": a.subject,
-                "message": a.message,
-                "payload": a.payload,
-                "time": a.created_at.isoformat(),
-                "acknowledged": a.acknowledged,
-                "acknowledged_by": a.acknowledged_by,
-            }
-            for a in session.scalars(query.order_by(Alert.id.desc()))
-        ]
+        return [alert_dict(a) for a in session.scalars(query.order_by(Alert.id.desc()))]
+
+
+def alert_dict(a: Alert) -> dict[str, Any]:
+    """An alert as the CLI and ``GET /v1/alerts`` show it."""
+    return {
+        "id": a.id,
+        "kind": a.kind,
+        "severity": a.severity,
+        "subject": a.subject,
+        "message": a.message,
+        "payload": a.payload,
+        "time": a.created_at.isoformat(),
+        "acknowledged": a.acknowledged,
+        "acknowledged_by": a.acknowledged_by,
+    }
 
 
 def list_models(service: Service, stream: str) -> list[dict[str, Any]]:
