@@ -74,3 +74,23 @@ def npy_base64(array: np.ndarray, allow_pickle: bool = False) -> str:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=allow_pickle)
     return base64.b64encode(buffer.getvalue()).decode()
+
+
+def worker_env(home: Path, redis_db: int, **settings: str) -> dict[str, str]:
+    """Environment of a learnstream subprocess on a fresh Redis database (flushed here).
+
+    ``settings`` are ``LEARNSTREAM_`` variables without the prefix, e.g. ``WINDOW_SIZE="16"``;
+    without ``DATABASE_URL`` the process uses SQLite in ``home``.
+    """
+    import redis
+
+    url = f"{REDIS_URL}/{redis_db}"
+    redis.Redis.from_url(url).flushdb()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEARNSTREAM_")}
+    env |= {
+        "LEARNSTREAM_HOME": str(home),
+        "LEARNSTREAM_BROKER_URL": url,
+        "LEARNSTREAM_RESULT_BACKEND": url,
+    }
+    env |= {f"LEARNSTREAM_{name}": value for name, value in settings.items()}
+    return env

@@ -8,9 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import redis
 from celery import Celery
-from helpers import REDIS_URL, digit_samples
+from helpers import digit_samples, worker_env
 
 from service.config import Settings
 from service.context import Service
@@ -41,17 +40,8 @@ def _worker(env: dict[str, str]) -> subprocess.Popen:
 
 
 def test_kill_9_of_an_ingest_worker_loses_and_doubles_nothing(tmp_path: Path) -> None:
-    url = f"{REDIS_URL}/{DB}"
-    redis.Redis.from_url(url).flushdb()
-    env = {
-        **os.environ,
-        "LEARNSTREAM_HOME": str(tmp_path / "home"),
-        "LEARNSTREAM_BROKER_URL": url,
-        "LEARNSTREAM_RESULT_BACKEND": url,
-        "LEARNSTREAM_BROKER_VISIBILITY_TIMEOUT": "5",
-        "LEARNSTREAM_WINDOW_SIZE": "100000",
-    }
-    env.pop("LEARNSTREAM_DATABASE_URL", None)
+    env = worker_env(tmp_path / "home", DB, BROKER_VISIBILITY_TIMEOUT="5", WINDOW_SIZE="100000")
+    url = env["LEARNSTREAM_BROKER_URL"]
     producer = Celery("producer", broker=url, backend=url)
     samples = digit_samples(40 * 16, seed=11)
     calls = [samples[i : i + 16] for i in range(0, len(samples), 16)]

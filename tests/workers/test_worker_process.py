@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import redis
-from helpers import REDIS_URL, digit_samples
+from helpers import digit_samples, worker_env
 
 DB = 12
 
@@ -28,17 +26,7 @@ def _cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.Co
 
 
 def test_submit_a_folder_to_a_worker_process(tmp_path: Path) -> None:
-    url = f"{REDIS_URL}/{DB}"
-    redis.Redis.from_url(url).flushdb()
-    env = {
-        **os.environ,
-        "LEARNSTREAM_HOME": str(tmp_path / "home"),
-        "LEARNSTREAM_BROKER_URL": url,
-        "LEARNSTREAM_RESULT_BACKEND": url,
-        "LEARNSTREAM_WINDOW_SIZE": "16",
-        "LEARNSTREAM_BOOTSTRAP_SAMPLES": "1000",
-    }
-    env.pop("LEARNSTREAM_DATABASE_URL", None)
+    env = worker_env(tmp_path / "home", DB, WINDOW_SIZE="16", BOOTSTRAP_SAMPLES="1000")
     folder = tmp_path / "images"
     for sample in digit_samples(20, seed=5):
         label_dir = folder / str(sample["label"])
