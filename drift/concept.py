@@ -109,13 +109,14 @@ def concept_drift(
         )
     errors = [e for g in current for e in current[g]]
     past_all = [e for g in history for e in history[g]]
+    # Overall rise of the error rate: the window's rate minus the history's (0 without one).
+    now_all = float(np.mean(errors)) if errors else 0.0
+    rise = now_all - float(np.mean(past_all)) if errors and past_all else now_all
     return DriftResult(
         kind="concept",
         detector=detector,
         is_drift=any(v.is_drift for v in per_group.values()),
-        statistic=float(np.mean(errors)) - (float(np.mean(past_all)) if past_all else 0.0)
-        if errors
-        else 0.0,
+        statistic=rise,
         p_value=None,
         threshold=delta if detector == "adwin" else ph_threshold,
         feature_space="prequential_error",
