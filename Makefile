@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format clean-home
+.PHONY: install browser run test lint format clean-home
 
 install: $(STAMP)
 
@@ -18,7 +18,13 @@ $(STAMP): pyproject.toml requirements.lock
 run: install
 	$(VENV)/bin/learnstream run
 
-test: install
+# The dashboard's browser test drives Debian's chromium (never a downloaded browser build).
+# Tolerant of failure here: without chromium that test fails and says why.
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+		|| echo "warning: could not install chromium; the dashboard browser test will fail"
+
+test: install browser
 	$(PY) -m pytest -q
 
 lint: install

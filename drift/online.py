@@ -23,13 +23,15 @@ on a shared machine should run torch on one thread (``torch.set_num_threads(1)``
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from drift.base import INSTALL_HINT
+from drift.result import DriftResult
 
 OnlineMethod = Literal["mmd", "lsdd"]
 ONLINE_METHODS: tuple[str, ...] = ("mmd", "lsdd")
@@ -50,6 +52,14 @@ class OnlineVerdict:
     test_stat: float
     threshold: float
     time: int
+
+
+@dataclass(frozen=True)
+class WindowAlarms:
+    """An online detector's verdict on one window and the indices in it where it alarmed."""
+
+    result: DriftResult
+    alarms: list[int] = field(default_factory=list)
 
 
 def _enough(n_bootstraps: int, ert: float, window_size: int) -> bool:
@@ -163,6 +173,7 @@ class OnlineCovariateDetector:
         self.seed = seed
         self.feature_space = feature_space
         self.n_features = x_ref.shape[1]
+        self.n_reference = len(x_ref)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             self._backend: Any = _online_backend(method, x_ref, ert, window_size, n_bootstraps)
@@ -197,6 +208,39 @@ class OnlineCovariateDetector:
                 )
             )
         return verdicts
+
+    def test_window(self, x: np.ndarray) -> WindowAlarms:
+        """Feed a window's features in arrival order; its verdict, resetting after each alarm.
+
+        The window drifts when any instance alarms. Its statistic and threshold are those of
+        the instance that came closest to (or went furthest past) its threshold.
+        """
+        started = time.perf_counter()
+        rows = np.asarray(x, dtype=np.float32)
+        alarms: list[int] = []
+        closest: OnlineVerdict | None = None
+        for index, row in enumerate(rows):
+            (verdict,) = self.update(row)
+            if closest is None or verdict.test_stat - verdict.threshold > (
+                closest.test_stat - closest.threshold
+            ):
+                closest = verdict
+            if verdict.is_drift:
+                alarms.append(index)
+                self.reset()
+        result = DriftResult(
+            kind="covariate",
+            detector=f"{self.method}_online",
+            is_drift=bool(alarms),
+            statistic=closest.test_stat if closest else 0.0,
+            p_value=None,
+            threshold=closest.threshold if closest else 0.0,
+            feature_space=self.feature_space,
+            n_reference=self.n_reference,
+            n_window=len(rows),
+            seconds=time.perf_counter() - started,
+        )
+        return WindowAlarms(result, alarms)
 
     def reset(self) -> None:
         """Back to time 0, same reference and thresholds (cheap: nothing is reconfigured)."""

@@ -13,7 +13,8 @@ the outputs of the classes seen before. Our updates are domain-incremental (ever
 holds every class), so its class-incremental machinery has nothing to work on, and Avalanche's
 ICaRL also needs the model split into a feature extractor and a classifier that its
 nearest-mean classifier replaces, so the model it trains would no longer be our SmallCNN's
-plain forward. It cannot be offered soundly here.
+plain forward. It cannot be offered soundly here; asking for it fails validation with that
+reason (`NOT_OFFERED_WHY`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,18 @@ if TYPE_CHECKING:
 UNKNOWN_STRATEGY = "unknown strategy {name!r}; known strategies: {known}"
 UNKNOWN_PARAM = "unknown parameter {param!r} for strategy {name!r}; allowed parameters: {allowed}"
 BAD_VALUE = "bad value {value!r} for parameter {param!r} of strategy {name!r}: expected {expected}"
+NOT_OFFERED = "strategy {name!r} is not offered: {why}"
+
+# Avalanche strategies asked for by name that cannot work on our windows, and why.
+NOT_OFFERED_WHY: dict[str, str] = {
+    "icarl": (
+        "iCaRL is class-incremental (exemplars chosen per new class, a nearest-mean-of-exemplars "
+        "classifier on a separate feature extractor), but every window of a stream holds every "
+        "class of its fixed class list (domain-incremental), so it has no new classes to learn "
+        "and would replace the model's own classifier; for a memory of exemplars use replay, "
+        "gdumb or der"
+    ),
+}
 
 # Avalanche warns about these on every build/train; they say nothing useful to our callers.
 _QUIET = ("No loggers specified", "Call to deprecated function")
@@ -270,6 +283,8 @@ STRATEGY_NAMES: tuple[str, ...] = tuple(STRATEGIES)
 
 def validate_strategy(name: str, params: dict) -> None:
     """Raise ValueError with a one-line reason unless `name` and `params` make a valid strategy."""
+    if name in NOT_OFFERED_WHY:
+        raise ValueError(NOT_OFFERED.format(name=name, why=NOT_OFFERED_WHY[name]))
     spec = STRATEGIES.get(name)
     if spec is None:
         raise ValueError(UNKNOWN_STRATEGY.format(name=name, known=", ".join(STRATEGY_NAMES)))

@@ -17,35 +17,26 @@ import hmac
 import ipaddress
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from http import HTTPStatus
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    GCCollector,
-    PlatformCollector,
-    ProcessCollector,
-    generate_latest,
-)
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import select
 from sqlalchemy.exc import DataError, OperationalError, SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.alerts import AlertKind, acknowledge
+from service.alerts import acknowledge_alert
 from service.api_models import (
     AckRequest,
     AlertOut,
@@ -66,7 +57,6 @@ from service.api_models import (
 from service.config import Settings
 from service.context import Service, get_service
 from service.errors import (
-    AlertNotFound,
     InsecureBind,
     InvalidRequest,
     LearnstreamError,
@@ -74,14 +64,13 @@ from service.errors import (
     StoreUnavailable,
     Unauthorized,
 )
-from service.queries import alert_dict, list_alerts, list_drift, list_models, status
-from service.schema import Alert, Champion, ModelVersion, Rejection, Sample, Stream, Window
+from service.metrics import metrics_registry
+from service.queries import list_alerts, list_drift, list_models, status
+from service.schema import ModelVersion, Window
 
 log = logging.getLogger(__name__)
 
 MAX_INT = 2**31 - 1  # the store's integer columns (PostgreSQL ``integer``)
-WINDOW_STATES = ("open", "closed", "processing", "processed")
-ALERT_KINDS: tuple[str, ...] = get_args(AlertKind)
 SAMPLES_PATH = "/v1/samples"
 
 OnWindowsClosed = Callable[[str, list[int]], None]
@@ -400,118 +389,6 @@ def list_windows(service: Service, stream: str) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Metrics
-
-
-class StoreCollector(Collector):
-    """Gauges and counters read from the store at scrape time (every API process agrees)."""
-
-    def __init__(self, service_of: Callable[[], Service]) -> None:
-        self.service_of = service_of
-
-    def collect(self) -> Iterator[Metric]:
-        try:
-            families = self._families(self.service_of())
-            up = 1
-        except (LearnstreamError, SQLAlchemyError) as exc:
-            log.warning("metrics: the store did not answer: %s", exc)
-            families, up = [], 0
-        yield from families
-        store_up = GaugeMetricFamily(
-            "learnstream_store_up", "1 when the store answered this scrape, else 0."
-        )
-        store_up.add_metric([], up)
-        yield store_up
-
-    def _families(self, service: Service) -> list[Metric]:
-        with service.store.session() as session:
-            samples = dict(
-                session.execute(
-                    select(Stream.name, func.count(Sample.id))
-                    .outerjoin(Sample, Sample.stream_id == Stream.id)
-                    .group_by(Stream.id, Stream.name)
-                ).all()
-            )
-            rejections = session.execute(
-                select(Rejection.stream_name, func.count()).group_by(Rejection.stream_name)
-            ).all()
-            windows = session.execute(
-                select(Stream.name, Window.state, func.count())
-                .join(Window, Window.stream_id == Stream.id)
-                .group_by(Stream.name, Window.state)
-            ).all()
-            champions = session.execute(
-                select(Stream.name, Champion.version).join(
-                    Champion, Champion.stream_id == Stream.id
-                )
-            ).all()
-            alerts = dict(
-                session.execute(
-                    select(Alert.kind, func.count())
-                    .where(Alert.acknowledged.is_(False))
-                    .group_by(Alert.kind)
-                ).all()
-            )
-
-        samples_total = CounterMetricFamily(
-            "learnstream_samples", "Samples accepted and stored, per stream.", labels=["stream"]
-        )
-        for name, n in sorted(samples.items()):
-            samples_total.add_metric([name], n)
-
-        # Rejections of calls naming no known stream share the empty label, so garbage
-        # stream names cannot blow up the number of series.
-        rejected = dict.fromkeys(samples, 0)
-        rejected[""] = 0
-        for name, n in rejections:
-            key = name if name in samples else ""
-            rejected[key] += n
-        rejected_total = CounterMetricFamily(
-            "learnstream_samples_rejected",
-            'Samples (or whole calls) rejected by ingest, per stream; stream="" when the '
-            "call named no known stream.",
-            labels=["stream"],
-        )
-        for name, n in sorted(rejected.items()):
-            rejected_total.add_metric([name], n)
-
-        by_state = {(name, state): 0 for name in samples for state in WINDOW_STATES}
-        for name, state, n in windows:
-            by_state[(name, state)] = n
-        windows_gauge = GaugeMetricFamily(
-            "learnstream_windows", "Windows per stream and state.", labels=["stream", "state"]
-        )
-        for (name, state), n in sorted(by_state.items()):
-            windows_gauge.add_metric([name, state], n)
-
-        champion = GaugeMetricFamily(
-            "learnstream_champion_version",
-            "Version number of the serving champion, per stream (absent before the first).",
-            labels=["stream"],
-        )
-        for name, version in sorted(champions):
-            champion.add_metric([name], version)
-
-        open_alerts = GaugeMetricFamily(
-            "learnstream_alerts_open", "Unacknowledged alerts, per kind.", labels=["kind"]
-        )
-        for kind in sorted({*ALERT_KINDS, *alerts}):
-            open_alerts.add_metric([kind], alerts.get(kind, 0))
-
-        return [samples_total, rejected_total, windows_gauge, champion, open_alerts]
-
-
-def metrics_registry(service_of: Callable[[], Service]) -> CollectorRegistry:
-    """A registry of this app's own (never the global one, so several apps can coexist)."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(service_of))
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    GCCollector(registry=registry)
-    return registry
-
-
-# ---------------------------------------------------------------------------------------------
 # Routes
 
 router = APIRouter()
@@ -630,11 +507,7 @@ def post_ack(
     """Mark the alert acknowledged by ``by`` (default "operator"); acknowledging it again
     keeps the first acknowledgement."""
     by = body.by if body is not None else "operator"
-    with service.store.session() as session:
-        alert = acknowledge(session, id, by)
-        if alert is None:
-            raise AlertNotFound(f"no alert {id}")
-        return alert_dict(alert)
+    return acknowledge_alert(service.store, id, by)
 
 
 @router.get(
@@ -719,6 +592,60 @@ def get_metrics(request: Request) -> Response:
 def get_healthz() -> dict[str, str]:
     """The process answers (liveness); the store's health is ``learnstream_store_up``."""
     return {"status": "ok"}
+
+
+_HTML_PAGE = {"content": {"text/html": {"schema": {"type": "string"}}}}
+# Errors stay JSON; spelled out, since ``model`` would take the route's text/html.
+_JSON_ERROR = {
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+}
+_DASHBOARD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The page.", **_HTML_PAGE},
+    404: {"description": "Unknown stream (an HTML page naming the known ones).", **_HTML_PAGE},
+    422: {"description": "Invalid stream name.", **_JSON_ERROR},
+    503: {"description": "The store is unavailable.", **_JSON_ERROR},
+}
+
+
+def _dashboard(request: Request, service: Service, stream: str | None) -> HTMLResponse:
+    from service.dashboard import dashboard
+
+    page = dashboard(service, stream, root_path=request.scope.get("root_path", ""))
+    return HTMLResponse(page.html, status_code=page.status)
+
+
+@router.get(
+    "/dashboard",
+    response_class=HTMLResponse,
+    tags=["operators"],
+    summary="The operators' page: every stream, or one with ?stream=",
+    responses=_DASHBOARD_RESPONSES,
+)
+def get_dashboard(
+    request: Request,
+    service: ServiceDep,
+    stream: Annotated[
+        str | None, Query(min_length=1, max_length=128, description="Show this stream.")
+    ] = None,
+) -> HTMLResponse:
+    """Server-rendered HTML: drift timeline, per-group accuracy, gate decisions, versions,
+    alerts (acknowledged with the operator token), incidents and Grad-CAM explanations."""
+    return _dashboard(request, service, stream)
+
+
+@router.get(
+    "/dashboard/{stream}",
+    response_class=HTMLResponse,
+    tags=["operators"],
+    summary="The operators' page of one stream",
+    responses=_DASHBOARD_RESPONSES,
+)
+def get_stream_dashboard(
+    request: Request,
+    service: ServiceDep,
+    stream: Annotated[str, Path(min_length=1, max_length=128, description="Stream name.")],
+) -> HTMLResponse:
+    return _dashboard(request, service, stream)
 
 
 # ---------------------------------------------------------------------------------------------

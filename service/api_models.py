@@ -136,6 +136,7 @@ class AlertOut(BaseModel):
     time: str = Field(description="ISO 8601 time the alert was raised.")
     acknowledged: bool
     acknowledged_by: str | None
+    acknowledged_at: str | None = Field(default=None, description="ISO 8601 time of the ack.")
 
 
 class AckRequest(_Request):

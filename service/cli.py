@@ -253,15 +253,24 @@ def status(json_out: JsonOption = False) -> None:
         )
 
 
-@cli.command()
+alerts_cli = typer.Typer(
+    help="Drift, fairness, update and ingest alerts, newest first; `alerts ack ID` acknowledges."
+)
+cli.add_typer(alerts_cli, name="alerts")
+
+
+@alerts_cli.callback(invoke_without_command=True)
 def alerts(
+    ctx: typer.Context,
     stream: Annotated[str | None, typer.Option(help="Only this stream.")] = None,
     open_only: Annotated[bool, typer.Option("--open", help="Only unacknowledged alerts.")] = False,
     json_out: JsonOption = False,
 ) -> None:
-    """Drift, fairness, update and ingest alerts, newest first."""
+    """Drift, fairness, update and ingest alerts, newest first; `alerts ack ID` acknowledges."""
     from service.queries import list_alerts
 
+    if ctx.invoked_subcommand is not None:
+        return
     try:
         rows = list_alerts(_service(), stream, include_acknowledged=not open_only)
     except LearnstreamError as exc:
@@ -274,6 +283,32 @@ def alerts(
         typer.echo(
             f"#{a['id']} {a['time'][:19]} {a['severity']:<8} {a['kind']:<20} {a['message']}{ack}"
         )
+
+
+@alerts_cli.command("ack")
+def alerts_ack(
+    alert_id: Annotated[
+        int, typer.Argument(metavar="ID", min=1, max=2**31 - 1, help="Alert id (see `alerts`).")
+    ],
+    by: Annotated[str, typer.Option(help="Who acknowledges.")] = "operator",
+    json_out: JsonOption = False,
+) -> None:
+    """Acknowledge an alert, recording who and when (as POST /v1/alerts/{id}/ack does)."""
+    from service.alerts import acknowledge_alert
+
+    if not 1 <= len(by) <= 128:
+        _fail("--by must be 1 to 128 characters")
+    try:
+        alert = acknowledge_alert(_service().store, alert_id, by)
+    except LearnstreamError as exc:
+        _fail(str(exc))
+    if json_out:
+        _print_json(alert)
+        return
+    typer.echo(
+        f"#{alert['id']} {alert['kind']} acknowledged by {alert['acknowledged_by']} "
+        f"at {alert['acknowledged_at'][:19]}"
+    )
 
 
 @cli.command()
@@ -359,6 +394,38 @@ def rollback(
     except LearnstreamError as exc:
         _fail(str(exc))
     typer.echo(f"{stream}: champion v{result['champion']} (was v{result['previous']})")
+
+
+@cli.command()
+def report(
+    stream: Annotated[str, typer.Argument(help="Stream name.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="HTML file (or folder) to write; default learnstream-report-STREAM.html."
+        ),
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the figures' data as one JSON line instead.")
+    ] = False,
+) -> None:
+    """Write one stream's self-contained HTML report (drift, accuracy, gate, versions,
+    alerts, incidents, Grad-CAM) and print its path; with --json print its data."""
+    from service.dashboard import report_data, write_report
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    service = _service()
+    try:
+        if json_out:
+            if out is not None:
+                typer.echo(write_report(service, stream, out))
+            typer.echo(json.dumps(report_data(service, stream), default=str))
+            return
+        typer.echo(write_report(service, stream, out))
+    except LearnstreamError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot write the report: {exc}")
 
 
 @cli.command()

@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 UpdatePolicy = Literal["on_drift", "every_window", "manual"]
@@ -40,6 +40,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds before Redis redelivers a message whose worker died unacknowledged; "
         "longer than the slowest task.",
+    )
+    broker_restore_interval: int = Field(
+        default=10,
+        ge=1,
+        description="Seconds between a worker's sweeps for messages past the visibility timeout "
+        "(kombu's own default sweeps about every 100 s).",
     )
     redis_url: str | None = Field(
         default=None,
@@ -125,6 +131,24 @@ class Settings(BaseSettings):
     drift_detector: Literal["mmd", "lsdd", "ks"] = Field(
         default="mmd", description="Covariate-shift test: MMD, LSDD or KS with Bonferroni."
     )
+    drift_mode: Literal["window", "online"] = Field(
+        default="window",
+        description="Covariate test per closed window, or alibi-detect's online detector "
+        "(method from drift_detector: mmd or lsdd) with an expected run time, fed sample by "
+        "sample, for streams where alarms must be rare.",
+    )
+    drift_online_ert: int = Field(
+        default=1000, gt=1, description="Online mode: samples to a false alarm on average."
+    )
+    drift_online_window: int = Field(
+        default=20, ge=2, description="Online mode: samples in the sliding test window."
+    )
+    drift_online_bootstraps: int = Field(
+        default=3000,
+        ge=100,
+        description="Online mode: bootstraps that set the thresholds, once per champion "
+        "(seconds of CPU; ideally ten times the ERT).",
+    )
     drift_feature_space: Literal["penultimate", "encoder"] = Field(
         default="penultimate",
         description="Features tested: the champion's penultimate layer, or a fixed seeded "
@@ -139,6 +163,9 @@ class Settings(BaseSettings):
     reference_size: int = Field(default=600, ge=20, description="Held-out samples in a reference.")
     min_drift_group_size: int = Field(
         default=20, ge=2, description="Samples a group needs in window and reference to be tested."
+    )
+    incident_samples: int = Field(
+        default=8, ge=0, le=64, description="Most shifted sample ids a drift incident names."
     )
 
     # Gate
@@ -164,6 +191,55 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds after which a window stuck in processing is retried.",
     )
+
+    # Alert sinks
+    webhook_url: str | None = Field(
+        default=None,
+        description="http(s) URL that receives every alert as signed JSON; unset or empty: off.",
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Key of the HMAC-SHA256 signature of each webhook body (required with a URL).",
+    )
+    webhook_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds one webhook request may take."
+    )
+    webhook_max_attempts: int = Field(
+        default=5, ge=1, le=20, description="Attempts per alert on connection errors, 429 and 5xx."
+    )
+    webhook_backoff: float = Field(
+        default=1.0,
+        ge=0,
+        description="Seconds before the second attempt; doubles after each failure (max 300).",
+    )
+
+    @field_validator("webhook_url", "webhook_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # compose passes ${LEARNSTREAM_WEBHOOK_URL:-}: an empty variable means "off".
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("webhook_url must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_is_signed(self) -> Settings:
+        if self.webhook_url and self.webhook_secret is None:
+            raise ValueError(
+                "webhook_url needs webhook_secret (LEARNSTREAM_WEBHOOK_SECRET): receivers must "
+                "be able to check that an alert comes from learnstream"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _online_method_known(self) -> Settings:
+        if self.drift_mode == "online" and self.drift_detector == "ks":
+            raise ValueError("drift_mode 'online' needs drift_detector 'mmd' or 'lsdd', not 'ks'")
+        return self
 
     @field_validator("default_classes")
     @classmethod

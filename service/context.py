@@ -12,6 +12,7 @@ from service.store import Store
 
 if TYPE_CHECKING:
     from service.registry import LoadedVersion, Registry
+    from service.webhook import WebhookSink
 
 
 class Service:
@@ -23,6 +24,12 @@ class Service:
         self._versions: OrderedDict[tuple[str, int], LoadedVersion] = OrderedDict()
         self._lock = threading.Lock()
         self._encoders: dict[tuple[int, int, int], object] = {}
+        self._online: dict[str, tuple[tuple[object, ...], object]] = {}
+        self.webhook: WebhookSink | None = None
+        if settings.webhook_url:  # alerts also go, signed, to the operators' webhook
+            from service.webhook import install_webhook
+
+            self.webhook = install_webhook(settings, store)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Service:
@@ -61,7 +68,26 @@ class Service:
                 self._encoders[key] = UntrainedEncoder(enc_dim, seed, in_channels)
             return self._encoders[key]
 
+    def online_detector(self, stream: str, key: tuple[object, ...], build):  # type: ignore[no-untyped-def]
+        """The stream's online drift detector for ``key`` (its champion and settings).
+
+        Online detectors carry their run (time since the last alarm) from window to window,
+        so the learner keeps one per stream in memory, built by ``build()`` when the key
+        changes (a new champion means a new reference). A restarted learner starts a new
+        run: the thresholds are seeded, so only the time since the last alarm is lost.
+        """
+        with self._lock:
+            current = self._online.get(stream)
+            if current is not None and current[0] == key:
+                return current[1]
+        detector = build()
+        with self._lock:
+            self._online[stream] = (key, detector)
+        return detector
+
     def close(self) -> None:
+        if self.webhook is not None:
+            self.webhook.close()
         self.store.dispose()
 
 

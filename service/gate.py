@@ -1,18 +1,24 @@
-"""The gate: a candidate replaces the champion only if no group gets worse beyond chance.
+"""The gate: a candidate replaces the champion only if no group and no window gets worse.
 
-Champion and candidate are scored on the same holdout samples. Per group (with
-fairlearn's MetricFrame for the accuracies) the paired per-sample difference
-is tested one-sided ("is the candidate worse?", normal approximation of the
-paired difference), and the groups that decide are Holm-corrected at
-``1 - confidence``. A deciding group fails when that test rejects *and* the
-candidate is worse by more than ``tolerance``. Each comparison also reports a
-Bonferroni interval whose upper end is the one-sided bound. The best-to-worst
-gap may not widen by more than ``max_gap_increase``; such a failure names the
-candidate's worst group.
+Champion and candidate are scored on the same holdout samples. Each group (with
+fairlearn's MetricFrame for the accuracies) and each window of the holdout (the
+earlier windows, which the candidate must not forget, and the current one) is a
+slice; the paired per-sample difference on a slice is tested one-sided ("is the
+candidate worse?", normal approximation of the paired difference). The slices
+with at least ``min_group_size`` samples, groups and windows alike, form one
+Holm family at ``1 - confidence``, so a candidate that is no worse anywhere is
+rejected with probability at most ``1 - confidence`` however many slices there
+are (Holm holds under any dependence, and groups and windows share samples).
+A deciding slice fails when its test rejects *and* the candidate is worse by
+more than ``tolerance``; smaller slices are reported, never decisive. Each
+comparison also reports a Bonferroni interval (over the same family) whose
+upper end is the one-sided bound. The best-to-worst group gap may not widen by
+more than ``max_gap_increase``; such a failure names the candidate's worst group.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -59,6 +65,16 @@ class GateReport:
     metrics: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)
 
     @property
+    def regressed(self) -> bool:
+        """True when some group or window got worse beyond chance (not only the gap)."""
+        return any(c.verdict == "fail" for c in [*self.groups, *self.windows])
+
+    @property
+    def failed_windows(self) -> list[str]:
+        """Windows (as ``"window <seq>"``) on which the candidate got worse beyond chance."""
+        return [c.subject for c in self.windows if c.verdict == "fail"]
+
+    @property
     def failed_groups(self) -> list[str]:
         """Groups that got worse beyond chance, or else the worst group when the gap failed."""
         failed = [c.subject for c in self.groups if c.verdict == "fail"]
@@ -88,9 +104,9 @@ def _one_sided_p(diff: np.ndarray) -> float:
     return float(norm.cdf(diff.mean() / se))
 
 
-def _holm(p_values: dict[str, float], alpha: float) -> set[str]:
+def _holm(p_values: dict[Hashable, float], alpha: float) -> set[Hashable]:
     """Names whose hypothesis Holm's step-down procedure rejects at ``alpha``."""
-    rejected: set[str] = set()
+    rejected: set[Hashable] = set()
     ordered = sorted(p_values.items(), key=lambda item: item[1])
     for rank, (name, p) in enumerate(ordered):
         if p > alpha / (len(ordered) - rank):
@@ -136,6 +152,13 @@ def _compare(
     )
 
 
+def _window_subject(window: Any) -> str:
+    """``"window 3"``: a window's name in reports (whole numbers without a decimal point)."""
+    if isinstance(window, float) and window.is_integer():
+        window = int(window)
+    return f"window {window}"
+
+
 def _finite(table: dict[str, dict[str, float]]) -> dict[str, dict[str, float | None]]:
     """The metric table with NaN as ``None`` (JSON and the store cannot hold NaN)."""
     return {
@@ -164,32 +187,45 @@ def run_gate(
     cand_ok = np.asarray(candidate_pred) == y_true
     champ_metrics = evaluate_by_group(y_true, champion_pred, groups, champion_proba)
     cand_metrics = evaluate_by_group(y_true, candidate_pred, groups, candidate_proba)
-    deciding = [g for g, n in champ_metrics.counts.items() if n >= settings.min_group_size]
+    names = np.array([str(g) for g in groups], dtype=object)
+    # Every slice of the holdout: ("group", name) and ("window", seq), each with its mask.
+    masks: dict[tuple[str, Any], np.ndarray] = {
+        ("group", g): names == g for g in sorted(champ_metrics.counts)
+    }
+    masks |= {("window", w): windows == w for w in sorted(set(windows.tolist()))}
+    deciding = [key for key, m in masks.items() if int(m.sum()) >= settings.min_group_size]
     alpha = 1.0 - settings.confidence
     z = float(norm.ppf(1.0 - alpha / max(1, len(deciding))))
-    masks = {g: groups == g for g in sorted(champ_metrics.counts)}
     rejected = _holm(
-        {g: _one_sided_p(cand_ok[masks[g]].astype(float) - champ_ok[masks[g]]) for g in deciding},
+        {
+            key: _one_sided_p(cand_ok[masks[key]].astype(float) - champ_ok[masks[key]])
+            for key in deciding
+        },
         alpha,
     )
-    comparisons = [
-        _compare(
-            str(g), champ_ok[m], cand_ok[m], z, settings, (g in rejected) if g in deciding else None
+    compared = {
+        key: _compare(
+            str(key[1]) if key[0] == "group" else _window_subject(key[1]),
+            champ_ok[m],
+            cand_ok[m],
+            z,
+            settings,
+            (key in rejected) if key in deciding else None,
         )
-        for g, m in masks.items()
-    ]
-    by_window = [
-        _compare(f"window {w}", champ_ok[windows == w], cand_ok[windows == w], z, settings, None)
-        for w in sorted(set(windows.tolist()))
-    ]
+        for key, m in masks.items()
+    }
+    comparisons = [c for (kind, _), c in compared.items() if kind == "group"]
+    by_window = [c for (kind, _), c in compared.items() if kind == "window"]
+    group_names = [g for kind, g in deciding if kind == "group"]
 
     def gap(metrics) -> float:  # type: ignore[no-untyped-def]
-        accs = [metrics.by_group[g]["accuracy"] for g in deciding]
+        accs = [metrics.by_group[g]["accuracy"] for g in group_names]
         return float(max(accs) - min(accs)) if len(accs) >= 2 else 0.0
 
     champion_gap, candidate_gap = gap(champ_metrics), gap(cand_metrics)
-    worst = min(deciding, key=lambda g: cand_metrics.by_group[g]["accuracy"], default=None)
+    worst = min(group_names, key=lambda g: cand_metrics.by_group[g]["accuracy"], default=None)
     reasons = [f"group {c.subject}: {c.reason}" for c in comparisons if c.verdict == "fail"]
+    reasons += [f"{c.subject}: {c.reason}" for c in by_window if c.verdict == "fail"]
     gap_failed = candidate_gap - champion_gap > settings.max_gap_increase
     if gap_failed:
         reasons.append(

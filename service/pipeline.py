@@ -16,17 +16,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from drift.concept import concept_drift
 from drift.features import penultimate_features
 from drift.label import label_shift
+from drift.online import OnlineCovariateDetector
 from drift.registry import make_covariate_detector
 from drift.result import DriftResult
+from drift.witness import most_shifted
 from learners.evaluation import evaluate_by_group, predict
 from learners.models import build_model, to_float
 from learners.update import train_update
-from service import alerts
+from service import alerts, incidents
 from service.batches import Batch, concat, load_batch
 from service.context import Service
 from service.gate import GateReport, GateSettings, run_gate
@@ -63,6 +65,11 @@ class WindowOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _shares(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Each class's share of ``labels``."""
+    return np.bincount(labels, minlength=n_classes) / max(len(labels), 1)
 
 
 @dataclass
@@ -146,11 +153,16 @@ class WindowProcessor:
             self.batch = load_batch(session, self.stream, [window_id])
         self.champion_version = service.registry.champion(self.stream.id)
         self.outcome = WindowOutcome(stream_name, self.window.seq, self.champion_version)
+        self.correct: np.ndarray = np.zeros(len(self.batch), dtype=bool)
+        # Set by ``_drift`` for naming the most shifted samples of an incident.
+        self._covariate_features: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._label_reference: Batch | None = None
 
     # -- orchestration ---------------------------------------------------------------------
 
     def run(self) -> WindowOutcome:
         started = time.perf_counter()
+        self._discard_dead_attempt()
         if self.champion_version is None:
             self._bootstrap()
         else:
@@ -171,6 +183,19 @@ class WindowProcessor:
             return fn(*args)
         finally:
             self.outcome.seconds[stage] = round(time.perf_counter() - started, 4)
+
+    def _discard_dead_attempt(self) -> None:
+        """Undo what an earlier attempt at this window left when its learner died.
+
+        A window becomes ``processed`` only at the end of its processing, so drift reports
+        or an undecided candidate of this window can only come from an attempt that died
+        (kill -9, power loss) or failed (the store went away) after its claim; the retry
+        removes them, so that the window ends with one set of reports and one decided
+        candidate. Alerts, being notifications already sent, stay.
+        """
+        with self.store.session() as session:
+            session.execute(delete(DriftReport).where(DriftReport.window_id == self.window.id))
+        self.service.registry.discard_unfinished(self.stream, self.window.id)
 
     def _finish(self) -> None:
         with self.store.session() as session:
@@ -312,20 +337,13 @@ class WindowProcessor:
         s = self.settings
         ref = self._reference(champion)
         reference, label_reference = ref.holdout, ref.labels
+        self._label_reference = label_reference
         results = []
-        if len(reference) >= s.min_drift_group_size:
-            detector = make_covariate_detector(
-                s.drift_detector,
-                self._features(champion, reference.x),
-                reference.groups.tolist(),
-                p_value=s.drift_p_value,
-                n_permutations=s.drift_permutations,
-                min_group_size=s.min_drift_group_size,
-                seed=s.seed + self.window.seq,
-                feature_space=s.drift_feature_space,
-            )
-            window_features = self._features(champion, self.batch.x)
-            results.append(detector.test(window_features, self.batch.groups.tolist()))
+        needed = s.min_drift_group_size
+        if s.drift_mode == "online":
+            needed = max(needed, 2 * s.drift_online_window + 1)
+        if len(reference) >= needed:
+            results.append(self._covariate(champion, reference))
         else:
             self.outcome.note = f"reference too small for the covariate test ({len(reference)})"
         results.append(
@@ -348,6 +366,59 @@ class WindowProcessor:
             )
         )
         return results
+
+    def _covariate(self, champion: LoadedVersion, reference: Batch) -> DriftResult:
+        """The covariate test of this window against the champion's held-out reference."""
+        s = self.settings
+        reference_features = self._features(champion, reference.x)
+        window_features = self._features(champion, self.batch.x)
+        self._covariate_features = (reference_features, reference.groups, window_features)
+        if s.drift_mode == "online":
+            return self._online_detector(reference_features).test_window(window_features).result
+        detector = make_covariate_detector(
+            s.drift_detector,
+            reference_features,
+            reference.groups.tolist(),
+            p_value=s.drift_p_value,
+            n_permutations=s.drift_permutations,
+            min_group_size=s.min_drift_group_size,
+            seed=s.seed + self.window.seq,
+            feature_space=s.drift_feature_space,
+        )
+        return detector.test(window_features, self.batch.groups.tolist())
+
+    def _online_detector(self, reference_features: np.ndarray) -> OnlineCovariateDetector:
+        """The stream's online detector, configured once per champion (seconds of CPU)."""
+        s = self.settings
+        key = (
+            self.champion_version,
+            s.drift_feature_space,
+            s.drift_detector,
+            s.drift_online_ert,
+            s.drift_online_window,
+            s.drift_online_bootstraps,
+        )
+
+        def build() -> OnlineCovariateDetector:
+            log.info("configuring the online drift detector", extra=self._log_fields())
+            # Thousands of tiny torch ops: on a shared machine, extra intra-op threads only
+            # wait for busy cores (15-70x slower measured; see drift.online).
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                return OnlineCovariateDetector(
+                    reference_features,
+                    ert=s.drift_online_ert,
+                    window_size=s.drift_online_window,
+                    n_bootstraps=s.drift_online_bootstraps,
+                    method=s.drift_detector,  # type: ignore[arg-type]
+                    seed=s.seed,
+                    feature_space=s.drift_feature_space,
+                )
+            finally:
+                torch.set_num_threads(threads)
+
+        return self.service.online_detector(self.stream.name, key, build)
 
     def _features(self, champion: LoadedVersion, x: torch.Tensor) -> np.ndarray:
         """Drift features of uint8 images in the configured feature space."""
@@ -402,33 +473,39 @@ class WindowProcessor:
                         seconds=r.seconds,
                     )
                 )
-                if r.is_drift:
-                    self._drift_alert(session, r)
+                self._drift_alert(session, r)
 
     def _drift_alert(self, session, r: DriftResult) -> None:  # type: ignore[no-untyped-def]
-        groups = r.drifted_groups
-        where = f"group(s) {', '.join(groups)}" if groups else "the whole window"
-        p = f"p={r.p_value:.4g} against {r.threshold:.4g}" if r.p_value is not None else ""
-        alerts.raise_alert(
+        """Open, extend or close this kind's incident (one alert per run of drifted windows)."""
+        shifted = self._shifted_samples(r) if r.is_drift else []
+        incidents.record_window(
             session,
-            stream_id=self.stream.id,
-            kind=f"drift.{r.kind}",  # type: ignore[arg-type]
-            severity="warning",
-            subject=f"{self.stream.name} window {self.window.seq}",
-            message=f"{r.kind} shift in {where} ({r.detector}{', ' + p if p else ''})",
-            payload={
-                "window": self.window.seq,
-                "groups": groups,
-                "detector": r.detector,
-                "statistic": r.statistic,
-                "p_value": r.p_value,
-                "threshold": r.threshold,
-                "per_group": {
-                    g: {"p_value": v.p_value, "statistic": v.statistic, "drift": v.is_drift}
-                    for g, v in r.per_group.items()
-                },
-            },
+            incidents.WindowDrift(self.stream.id, self.stream.name, self.window.seq, r, shifted),
         )
+
+    def _shifted_samples(self, r: DriftResult) -> list[str]:
+        """Ids of the window's samples that carry the alarm, for operators to look at.
+
+        Covariate: the largest MMD witness in the drifted groups' feature space; label: the
+        samples of the class whose share rose most; concept: the champion's errors.
+        """
+        k = self.settings.incident_samples
+        batch, groups = self.batch, r.drifted_groups
+        in_groups = np.isin(batch.groups, groups) if groups else np.ones(len(batch), dtype=bool)
+        if r.kind == "covariate" and self._covariate_features is not None:
+            ref_features, ref_groups, window_features = self._covariate_features
+            ref_mask = np.isin(ref_groups, groups) if groups else np.ones(len(ref_groups), bool)
+            index = np.flatnonzero(in_groups)
+            chosen = most_shifted(ref_features[ref_mask], window_features[index], k)
+            return [batch.sample_ids[index[i]] for i in chosen]
+        if r.kind == "label" and self._label_reference is not None:
+            ref, n = self._label_reference, len(self.stream.classes)
+            ref_in = np.isin(ref.groups, groups) if groups else np.ones(len(ref), dtype=bool)
+            rise = _shares(batch.y[in_groups], n) - _shares(ref.y[ref_in], n)
+            mask = in_groups & (batch.y == int(np.argmax(rise)))
+        else:
+            mask = in_groups & ~np.asarray(self.correct, dtype=bool)
+        return [batch.sample_ids[i] for i in np.flatnonzero(mask)[:k]]
 
     # -- 3-6. policy, update, gate, swap ---------------------------------------------------------
 
@@ -570,7 +647,7 @@ class WindowProcessor:
 
     def _regression_alert(self, version: int, report: GateReport) -> None:
         groups = report.failed_groups
-        regressed = any(c.verdict == "fail" for c in report.groups)
+        regressed = report.regressed
         kind = "fairness.regression" if regressed else "fairness.gap"
         with self.store.session() as session:
             alerts.raise_alert(
@@ -588,6 +665,7 @@ class WindowProcessor:
                     "candidate": version,
                     "champion": self.champion_version,
                     "groups": groups,
+                    "windows": report.failed_windows,
                     "reasons": report.reasons,
                 },
             )

@@ -115,9 +115,10 @@ def alert_dict(a: Alert) -> dict[str, Any]:
         "subject": a.subject,
         "message": a.message,
         "payload": a.payload,
-        "time": a.created_at.isoformat(),
+        "time": as_utc(a.created_at).isoformat(),
         "acknowledged": a.acknowledged,
         "acknowledged_by": a.acknowledged_by,
+        "acknowledged_at": as_utc(a.acknowledged_at).isoformat() if a.acknowledged_at else None,
     }
 
 

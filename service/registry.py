@@ -2,9 +2,10 @@
 
 ``<model_dir>/<stream>/v<NNNN>/`` holds ``model.safetensors``, ``state.safetensors``
 and ``manifest.json``. A version is written to a temporary folder and renamed
-into place, so a crash never leaves a half-written version visible. The
-champion pointer is one row changed in one transaction; a crash at any point
-leaves the old champion serving.
+into place, so a crash never leaves a half-written version visible; what a
+learner that died left behind (a temporary folder, an undecided candidate) is
+removed when its window is retried. The champion pointer is one row changed in
+one transaction; a crash at any point leaves the old champion serving.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file, save_file
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from learners.models import SmallCNN, build_model
 from learners.state import StrategyState, load_state, save_state
@@ -54,6 +56,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 ANNOUNCE_CHANNEL = "learnstream:champion"
+_VERSION_FOLDER = re.compile(r"v(\d{4,})")
 
 
 class Registry:
@@ -143,6 +146,49 @@ class Registry:
             )
         log.info("version written", extra={"stream": stream.name, "version": version})
         return version
+
+    def discard_unfinished(self, stream: Stream, window_id: int) -> list[int]:
+        """Remove what a learner that died while processing ``window_id`` left behind.
+
+        Its undecided candidates (status ``candidate``, trained on that window) lose their
+        row and folder; temporary folders and version folders without a row (a write cut
+        short) go too. Only the stream's learner calls this, while it holds the window's
+        claim, so no other writer is at work in the stream's folder. Numbers go on from the
+        highest registered version, so the retry reuses a discarded number when it was the
+        last. Returns the versions discarded.
+        """
+        with self.store.session() as session:
+            rows = session.execute(
+                select(ModelVersion.version, ModelVersion.windows).where(
+                    ModelVersion.stream_id == stream.id, ModelVersion.status == "candidate"
+                )
+            ).all()
+            orphans = [v for v, windows in rows if window_id in (windows or [])]
+            if orphans:
+                session.execute(
+                    delete(ModelVersion).where(
+                        ModelVersion.stream_id == stream.id, ModelVersion.version.in_(orphans)
+                    )
+                )
+            registered = set(
+                session.scalars(
+                    select(ModelVersion.version).where(ModelVersion.stream_id == stream.id)
+                )
+            )
+        folder = self.model_dir / stream.name
+        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+            numbered = _VERSION_FOLDER.fullmatch(path.name)
+            if path.name.startswith(".tmp-") or (numbered and int(numbered[1]) not in registered):
+                # Renamed first, so a crash halfway through leaves a temporary folder only.
+                doomed = folder / f".tmp-discard-{uuid.uuid4().hex}"
+                os.rename(path, doomed)
+                shutil.rmtree(doomed, ignore_errors=True)
+        if orphans:
+            log.warning(
+                "discarded undecided versions of a dead learner",
+                extra={"stream": stream.name, "versions": orphans, "window_id": window_id},
+            )
+        return orphans
 
     def load(self, stream: str, version: int) -> LoadedVersion:
         """Read a version back, checking its file digests against the manifest."""

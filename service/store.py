@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -89,6 +89,10 @@ class Store:
             raise
         finally:
             session.close()
+
+    def listen(self, name: str, fn: Callable[..., None]) -> None:
+        """Attach the session event ``name`` (e.g. ``after_commit``) to this store's sessions."""
+        event.listen(self._sessions, name, fn)
 
     def stream(self, session: Session, name: str) -> Stream:
         """The stream called ``name``; raises :class:`StreamNotFound`."""

@@ -94,3 +94,61 @@ def worker_env(home: Path, redis_db: int, **settings: str) -> dict[str, str]:
     }
     env |= {f"LEARNSTREAM_{name}": value for name, value in settings.items()}
     return env
+
+
+class WebhookReceiver:
+    """A real HTTP server on a free localhost port, served from a thread: it answers each POST
+    with the next of ``statuses`` (the last one repeats), after ``delay`` seconds, and records
+    the request (headers in lower case, raw body, and what ``inspect(headers, body)`` says)."""
+
+    def __init__(self, statuses=(200,), delay: float = 0.0, inspect=None) -> None:  # type: ignore[no-untyped-def]
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        receiver = self
+        self.statuses = list(statuses)
+        self.requests: list[dict] = []
+        self._lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                seen = inspect(headers, body) if inspect else None
+                with receiver._lock:
+                    index = len(receiver.requests)
+                    status = receiver.statuses[min(index, len(receiver.statuses) - 1)]
+                    receiver.requests.append({"headers": headers, "body": body, "seen": seen})
+                if delay:
+                    import time
+
+                    time.sleep(delay)
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args) -> None:  # type: ignore[no-untyped-def]
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> WebhookReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:  # type: ignore[no-untyped-def]
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def closed_port_url() -> str:
+    """A localhost URL where nothing listens (a port just bound and released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/hook"

@@ -24,7 +24,13 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
         # The in-process broker is polled; kombu's default of one second per poll would
         # dominate the embedded run.
         return {"polling_interval": 0.01}
-    return {"visibility_timeout": settings.broker_visibility_timeout}
+    return {
+        "visibility_timeout": settings.broker_visibility_timeout,
+        # kombu scans for expired unacknowledged messages on every 10th tick of 10 s; one
+        # scan per interval makes redelivery after a lost worker or broker timely.
+        "unacked_restore_interval": settings.broker_restore_interval,
+        "unacked_restore_throttle": 1,
+    }
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

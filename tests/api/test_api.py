@@ -458,10 +458,11 @@ def test_metrics_are_computed_from_the_store(client: TestClient, service: Servic
     assert response.headers["content-type"].startswith("text/plain")
     lines = set(response.text.splitlines())
     for line in (
-        "# TYPE learnstream_samples_total counter",
-        'learnstream_samples_total{stream="m"} 10.0',
+        "# TYPE learnstream_samples_accepted_total counter",
+        'learnstream_samples_accepted_total{stream="m"} 10.0',
         "# TYPE learnstream_samples_rejected_total counter",
-        'learnstream_samples_rejected_total{stream="m"} 2.0',
+        'learnstream_samples_rejected_total{reason="group",stream="m"} 1.0',
+        'learnstream_samples_rejected_total{reason="call",stream="m"} 1.0',
         "# TYPE learnstream_windows gauge",
         'learnstream_windows{state="closed",stream="m"} 1.0',
         'learnstream_windows{state="open",stream="m"} 1.0',
@@ -503,6 +504,8 @@ def test_openapi_lists_every_endpoint_with_typed_bodies(client: TestClient) -> N
         "/v1/models/{version}/promote": {"post"},
         "/v1/models/rollback": {"post"},
         "/metrics": {"get"},
+        "/dashboard": {"get"},
+        "/dashboard/{stream}": {"get"},
         "/healthz": {"get"},
     }
     assert {path: set(ops) for path, ops in spec["paths"].items()} == expected

@@ -45,3 +45,19 @@ def test_exactly_one_learner_and_it_runs_the_sweep() -> None:
     learners = [s for s in services.values() if "learn" in s.get("command", [])]
     assert len(learners) == 1 and learners[0]["deploy"]["replicas"] == 1
     assert "--beat" in learners[0]["command"]
+
+
+def test_optional_settings_default_to_values_the_service_accepts() -> None:
+    """``${VAR:-default}`` passes the default when the operator sets nothing (an empty
+    webhook URL and secret: the webhook is off), and the service must start with it."""
+    import re
+
+    environment = _services()["api"]["environment"]
+    defaults = {}
+    for variable, value in environment.items():
+        match = re.fullmatch(r"\$\{\w+:-(.*)\}", str(value))
+        if variable.startswith("LEARNSTREAM_") and match:
+            defaults[variable.removeprefix("LEARNSTREAM_").lower()] = match.group(1)
+    assert {"webhook_url", "webhook_secret"} <= set(defaults)
+    settings = Settings(home=Path("/tmp/compose-check"), **defaults)
+    assert settings.webhook_url is None and settings.webhook_secret is None

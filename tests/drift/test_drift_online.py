@@ -86,3 +86,21 @@ def test_min_bootstraps_matches_what_alibi_detect_accepts(reference: np.ndarray)
 
     with pytest.raises(ValueError, match="quantile should not be estimated"):
         MMDDriftOnline(reference, 50, 5, backend="pytorch", n_bootstraps=needed - 1, verbose=False)
+
+
+def test_a_window_verdict_names_where_it_alarmed_and_resets(
+    detector: OnlineCovariateDetector,
+) -> None:
+    rng = np.random.default_rng(33)
+    detector.reset()
+    quiet = detector.test_window(rng.normal(size=(30, 4)).astype(np.float32))
+    assert not quiet.result.is_drift and quiet.alarms == []
+    assert quiet.result.statistic <= quiet.result.threshold
+    assert quiet.result.detector == f"{detector.method}_online" and quiet.result.n_window == 30
+    shifted = rng.normal(loc=2.0, size=(3 * WINDOW, 4)).astype(np.float32)
+    loud = detector.test_window(shifted)
+    assert loud.result.is_drift and loud.result.p_value is None
+    assert loud.alarms and loud.alarms[0] <= WINDOW
+    assert loud.result.statistic > loud.result.threshold
+    # Each alarm resets the run: the time after the window counts from the last alarm.
+    assert detector.time == 3 * WINDOW - 1 - loud.alarms[-1]

@@ -11,6 +11,8 @@ import torch
 from learners.models import SmallCNN
 from learners.strategies import (
     BAD_VALUE,
+    NOT_OFFERED,
+    NOT_OFFERED_WHY,
     STRATEGY_NAMES,
     build_strategy,
     needs_groups,
@@ -33,6 +35,25 @@ def test_unknown_strategy_message() -> None:
         "unknown strategy 'lwf2'; known strategies: "
         "naive, replay, ewc, gem, agem, lwf, si, gdumb, der, mir"
     )
+
+
+def test_icarl_is_refused_with_the_reason() -> None:
+    with pytest.raises(ValueError) as error:
+        validate_strategy("icarl", {})
+    assert str(error.value) == NOT_OFFERED.format(name="icarl", why=NOT_OFFERED_WHY["icarl"])
+    assert str(error.value).startswith(
+        "strategy 'icarl' is not offered: iCaRL is class-incremental"
+    )
+    assert "domain-incremental" in str(error.value)
+
+
+def test_icarl_setting_fails_at_start_up() -> None:
+    from pydantic import ValidationError
+
+    from service.config import Settings
+
+    with pytest.raises(ValidationError, match="strategy 'icarl' is not offered"):
+        Settings(strategy="icarl")
 
 
 def test_unknown_param_message() -> None:

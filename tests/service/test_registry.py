@@ -133,3 +133,35 @@ def test_announced_champions_are_preloaded(tmp_path) -> None:
     thread.join(timeout=5)
     assert ("s", version) in svc._versions
     svc.close()
+
+
+def test_a_retry_discards_what_a_dead_attempt_left(service) -> None:
+    stream = get_or_create_stream(service.store, "s", service.settings)
+    model = build_model(seed=1, **ARCH)
+    state = StrategyState("naive", 1, {}, {"experiences_seen": 1, "buffer_ids": []})
+
+    def write(windows: list[int]) -> int:
+        return service.registry.create_version(
+            stream,
+            model,
+            state,
+            parent=None,
+            strategy="naive",
+            params={},
+            windows=windows,
+            arch=ARCH,
+        )
+
+    champion, undecided, other = write([1]), write([2]), write([3])
+    service.registry.promote(stream.id, champion, by="test", reason="first")
+    folder = service.registry.model_dir / "s"
+    (folder / ".tmp-v0004-cut-short").mkdir()
+    (folder / ".tmp-v0004-cut-short" / "model.safetensors").write_bytes(b"half")
+    (folder / "v0009").mkdir()  # renamed into place, never registered
+    assert service.registry.discard_unfinished(stream, 2) == [undecided]
+    assert sorted(p.name for p in folder.iterdir()) == ["v0001", "v0003"]
+    statuses = {m["version"]: m["status"] for m in list_models(service, "s")}
+    assert statuses == {champion: "champion", other: "candidate"}  # another window's stays
+    assert write([2]) == 4  # numbers go on from the highest registered version
+    assert service.registry.discard_unfinished(stream, 9) == []
+    assert sorted(p.name for p in folder.iterdir()) == ["v0001", "v0003", "v0004"]
