@@ -25,7 +25,7 @@ browser:
 		|| echo "warning: could not install chromium; the dashboard browser test will fail"
 
 test: install browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 lint: install
 	$(VENV)/bin/ruff check .

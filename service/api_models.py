@@ -13,7 +13,17 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-StreamName = Annotated[str, Field(min_length=1, max_length=128, description="Stream name.")]
+from service.schema import STREAM_NAME_PATTERN, STREAM_NAME_RULE
+
+StreamName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=128,
+        pattern=STREAM_NAME_PATTERN,
+        description=f"Stream name: {STREAM_NAME_RULE}.",
+    ),
+]
 Who = Annotated[
     str,
     Field(min_length=1, max_length=128, description='Who acts; recorded (default "operator").'),

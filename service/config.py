@@ -181,6 +181,11 @@ class Settings(BaseSettings):
     gate_confidence: float = Field(
         default=0.95, gt=0.5, lt=1.0, description="Confidence of the per-group intervals."
     )
+    gate_windows: int = Field(
+        default=20,
+        ge=1,
+        description="Latest windows whose holdout the gate compares on (each also a slice).",
+    )
     gate_max_per_window: int = Field(
         default=200, ge=10, description="Holdout samples drawn from each window for the gate."
     )
@@ -237,8 +242,19 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _online_method_known(self) -> Settings:
-        if self.drift_mode == "online" and self.drift_detector == "ks":
+        if self.drift_mode != "online":
+            return self
+        if self.drift_detector == "ks":
             raise ValueError("drift_mode 'online' needs drift_detector 'mmd' or 'lsdd', not 'ks'")
+        from drift.bootstraps import min_bootstraps  # plain arithmetic: no torch
+
+        needed = min_bootstraps(self.drift_online_ert, self.drift_online_window)
+        if self.drift_online_bootstraps < needed:
+            raise ValueError(
+                f"drift_online_bootstraps={self.drift_online_bootstraps} is too few for "
+                f"drift_online_ert={self.drift_online_ert} and drift_online_window="
+                f"{self.drift_online_window}: need at least {needed}, ideally 10 x the ERT"
+            )
         return self
 
     @field_validator("default_classes")

@@ -55,8 +55,17 @@ def open_incident(session: Session, stream_id: int, kind: str) -> Alert | None:
 
 
 def record_window(session: Session, drift: WindowDrift) -> Alert | None:
-    """Open, extend or close the incident of this window's kind; the incident's alert, if any."""
+    """Open, extend or close the incident of this window's kind; the incident's alert, if any.
+
+    Only consecutive windows extend an incident: when windows in between had no verdict of
+    this kind (the test was skipped), the open incident is closed at the first of them.
+    """
     current = open_incident(session, drift.stream_id, drift.result.kind)
+    if current is not None:
+        last = current.payload["incident"]["windows"][-1]
+        if drift.window > last + 1:  # the windows between were not tested for this kind
+            _close(current, last + 1)
+            current = None
     if not drift.result.is_drift:
         if current is not None:
             _close(current, drift.window)

@@ -26,7 +26,16 @@ from service import alerts
 from service.config import Settings
 from service.errors import InvalidRequest, InvalidSample, StreamNotFound
 from service.images import decode, to_input
-from service.schema import Rejection, Sample, Stream, Window, as_utc, utcnow
+from service.schema import (
+    STREAM_NAME_RULE,
+    Rejection,
+    Sample,
+    Stream,
+    Window,
+    as_utc,
+    utcnow,
+    valid_stream_name,
+)
 from service.store import Store
 
 log = logging.getLogger(__name__)
@@ -151,10 +160,8 @@ def prepare_sample(
 
 def get_or_create_stream(store: Store, name: str, settings: Settings) -> Stream:
     """The stream called ``name``, created with the default settings where allowed."""
-    if not isinstance(name, str) or not name or len(name) > 128 or "\x00" in name:
-        raise InvalidRequest(
-            "stream: must be a non-empty string of at most 128 characters, without NUL"
-        )
+    if not valid_stream_name(name):
+        raise InvalidRequest(f"stream: must be {STREAM_NAME_RULE}, got {name!r:.140}")
     cached = store.streams.get(name)
     if cached is not None:
         return cached

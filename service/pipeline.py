@@ -592,7 +592,8 @@ class WindowProcessor:
             self._regression_alert(version, report)
 
     def _gate_holdout(self) -> Batch:
-        """Held-out samples of every window seen (bounded per window, stratified by group)."""
+        """Held-out samples of the latest ``gate_windows`` windows (bounded per window,
+        stratified by group): memory and the gate's Holm family stay bounded as a stream ages."""
         s = self.settings
         with self.store.session() as session:
             window_ids = list(
@@ -602,9 +603,10 @@ class WindowProcessor:
                         Window.stream_id == self.stream.id,
                         Window.state.in_(("processed", "processing")),
                     )
-                    .order_by(Window.seq)
+                    .order_by(Window.seq.desc())
+                    .limit(s.gate_windows)
                 )
-            )
+            )[::-1]
             holdout = load_batch(session, self.stream, window_ids, split="holdout")
         keep = np.zeros(len(holdout), dtype=bool)
         rng = np.random.default_rng(s.seed)

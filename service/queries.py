@@ -190,5 +190,5 @@ def delete_stream(service: Service, name: str) -> bool:
         session.execute(delete(Rejection).where(Rejection.stream_name == name))
         session.delete(stream)
     service.store.streams.pop(name, None)
-    shutil.rmtree(service.registry.model_dir / name, ignore_errors=True)
+    shutil.rmtree(service.registry.stream_folder(name), ignore_errors=True)
     return True

@@ -27,7 +27,14 @@ from sqlalchemy import delete, func, select, update
 from learners.models import SmallCNN, build_model
 from learners.state import StrategyState, load_state, save_state
 from service.errors import ModelNotFound
-from service.schema import Champion, ModelVersion, Stream, utcnow
+from service.schema import (
+    STREAM_NAME_RULE,
+    Champion,
+    ModelVersion,
+    Stream,
+    utcnow,
+    valid_stream_name,
+)
 from service.store import Store
 
 log = logging.getLogger(__name__)
@@ -73,8 +80,14 @@ class Registry:
         self.model_dir = model_dir
         self.announce_url = announce_url
 
+    def stream_folder(self, stream: str) -> Path:
+        """The folder of a stream's versions; a name that could reach another folder raises."""
+        if not valid_stream_name(stream):
+            raise ValueError(f"stream name {stream!r} is not {STREAM_NAME_RULE}")
+        return self.model_dir / stream
+
     def folder(self, stream: str, version: int) -> Path:
-        return self.model_dir / stream / f"v{version:04d}"
+        return self.stream_folder(stream) / f"v{version:04d}"
 
     def create_version(
         self,
@@ -175,7 +188,7 @@ class Registry:
                     select(ModelVersion.version).where(ModelVersion.stream_id == stream.id)
                 )
             )
-        folder = self.model_dir / stream.name
+        folder = self.stream_folder(stream.name)
         for path in sorted(folder.iterdir()) if folder.is_dir() else []:
             numbered = _VERSION_FOLDER.fullmatch(path.name)
             if path.name.startswith(".tmp-") or (numbered and int(numbered[1]) not in registered):

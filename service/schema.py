@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +34,17 @@ def as_utc(moment: datetime) -> datetime:
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+# Stream names become folder names in the model registry: letters, digits, ``.``, ``_``
+# and ``-``, not starting with a dot, so no name can reach another stream's folder.
+STREAM_NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"
+STREAM_NAME_RULE = "a name of 1 to 128 letters, digits, '.', '_' or '-', not starting with '.'"
+
+
+def valid_stream_name(name: object) -> bool:
+    """Whether ``name`` may name a stream (see ``STREAM_NAME_PATTERN``)."""
+    return isinstance(name, str) and re.fullmatch(STREAM_NAME_PATTERN, name) is not None
 
 
 class Stream(Base):

@@ -104,3 +104,16 @@ def test_a_window_verdict_names_where_it_alarmed_and_resets(
     assert loud.result.statistic > loud.result.threshold
     # Each alarm resets the run: the time after the window counts from the last alarm.
     assert detector.time == 3 * WINDOW - 1 - loud.alarms[-1]
+
+
+def test_settings_refuse_too_few_online_bootstraps_at_start_up(tmp_path) -> None:
+    from pydantic import ValidationError
+
+    from service.config import Settings
+
+    with pytest.raises(ValidationError, match="drift_online_bootstraps=3000 is too few"):
+        Settings(home=tmp_path, drift_mode="online", drift_online_ert=5000)
+    with pytest.raises(ValidationError, match="needs drift_detector 'mmd' or 'lsdd'"):
+        Settings(home=tmp_path, drift_mode="online", drift_detector="ks")
+    ok = Settings(home=tmp_path, drift_mode="online", drift_online_ert=1000)
+    assert ok.drift_online_bootstraps >= min_bootstraps(1000, ok.drift_online_window)

@@ -63,13 +63,22 @@ def test_consecutive_drifted_windows_form_one_incident_closed_by_a_quiet_window(
 
 
 def test_each_kind_has_its_own_incident(service) -> None:
-    verdicts = [("covariate", True), ("label", True), ("covariate", True), ("label", False)]
-    alerts = _play(service, verdicts)
-    by_kind = {a["kind"]: a["incident"] for a in alerts}
-    assert len(alerts) == 2
-    # Windows of another kind do not break a run: each kind sees its own windows only.
-    assert by_kind["drift.covariate"] == {"windows": [1, 3], "open": True, "closed_by_window": None}
-    assert by_kind["drift.label"] == {"windows": [2], "open": False, "closed_by_window": 4}
+    with service.store.session() as session:
+        stream = Stream(name="s", classes=[0, 1], channels=1, size=8)
+        session.add(stream)
+        session.flush()
+        stream_id = stream.id
+    per_window = {1: {"covariate": True, "label": False}, 2: {"covariate": True, "label": True}}
+    per_window[3] = {"covariate": False, "label": True}
+    for window, verdicts in per_window.items():
+        with service.store.session() as session:
+            for kind, drift in verdicts.items():
+                result = _result(kind, drift, 0.001 if drift else 0.5)
+                record_window(session, WindowDrift(stream_id, "s", window, result, []))
+    with service.store.session() as session:
+        by_kind = {a.kind: a.payload["incident"] for a in session.scalars(select(Alert))}
+    assert by_kind["drift.covariate"] == {"windows": [1, 2], "open": False, "closed_by_window": 3}
+    assert by_kind["drift.label"] == {"windows": [2, 3], "open": True, "closed_by_window": None}
 
 
 def test_a_retried_window_is_recorded_once(service) -> None:
@@ -82,3 +91,19 @@ def test_a_retried_window_is_recorded_once(service) -> None:
     with service.store.session() as session:
         (alert,) = session.scalars(select(Alert)).all()
         assert alert.payload["incident"]["windows"] == [1]
+
+
+def test_an_untested_window_ends_the_incident(service) -> None:
+    with service.store.session() as session:
+        stream = Stream(name="s", classes=[0, 1], channels=1, size=8)
+        session.add(stream)
+        session.flush()
+        stream_id = stream.id
+    for window in (1, 2, 5):  # windows 3 and 4 had no covariate verdict
+        with service.store.session() as session:
+            result = _result("covariate", True, 0.001)
+            record_window(session, WindowDrift(stream_id, "s", window, result, []))
+    with service.store.session() as session:
+        first, second = (a.payload["incident"] for a in session.scalars(select(Alert)))
+    assert first == {"windows": [1, 2], "open": False, "closed_by_window": 3}
+    assert second == {"windows": [5], "open": True, "closed_by_window": None}

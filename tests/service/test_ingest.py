@@ -135,10 +135,9 @@ def test_label_by_class_name(service) -> None:
 def test_unreadable_calls_fail_clearly(service) -> None:
     with pytest.raises(InvalidRequest, match="samples: must be a list, got dict"):
         ingest(service.store, service.settings, "s1", {"image": "x"})
-    with pytest.raises(InvalidRequest, match="stream: must be a non-empty string"):
-        ingest(service.store, service.settings, "a\x00b", [])
-    with pytest.raises(InvalidRequest, match="stream: must be a non-empty string"):
-        ingest(service.store, service.settings, "", [])
+    for name in ("a\x00b", "", "demo/", "./demo", "../x", ".hidden", "a b", "x" * 129, 7):
+        with pytest.raises(InvalidRequest, match="stream: must be a name of 1 to 128 letters"):
+            ingest(service.store, service.settings, name, [])
     too_many = [{}] * (service.settings.max_samples_per_call + 1)
     with pytest.raises(InvalidRequest, match="exceed the limit of 1024 per call"):
         ingest(service.store, service.settings, "s1", too_many)

@@ -64,9 +64,9 @@ SETTINGS = {
     "MAX_GAP_INCREASE": "1.0",
     # Redelivery (visibility timeout) comes well after the claim has gone stale, as in
     # production (one hour against 15 minutes).
-    "BROKER_VISIBILITY_TIMEOUT": "6",
+    "BROKER_VISIBILITY_TIMEOUT": "4",
     "BROKER_RESTORE_INTERVAL": "1",
-    "WINDOW_CLAIM_TIMEOUT": "2",
+    "WINDOW_CLAIM_TIMEOUT": "1",
 }
 
 PAUSING_LEARNER = '''

@@ -326,7 +326,7 @@ def test_database_down_then_up_loses_and_doubles_nothing(tmp_path: Path, pg_url:
         proxy.down()
         for call in calls[8:]:
             _send(producer, call)
-        time.sleep(8)  # the worker's tasks fail to reach the store and retry with backoff
+        time.sleep(4)  # the worker's tasks fail to reach the store and retry with backoff
         assert len(_stored_ids(pg_url)) == 8 * CALL, "nothing can be stored while it is down"
         proxy.up()
         _wait_for(lambda: len(_stored_ids(pg_url)) >= len(samples), 150, "every sample")
