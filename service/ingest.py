@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import torch
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -25,7 +26,7 @@ from sqlalchemy.orm import Session
 from service import alerts
 from service.config import Settings
 from service.errors import InvalidRequest, InvalidSample, StreamNotFound
-from service.images import decode, to_input
+from service.images import convert_channels, decode, resize_all
 from service.schema import (
     STREAM_NAME_RULE,
     Rejection,
@@ -55,7 +56,8 @@ class PreparedSample:
     split: str
     meta: dict[str, Any] | None
     image_digest: str
-    pixels: bytes
+    image: torch.Tensor  # channels converted; resized with the call's other images
+    pixels: bytes = b""
 
 
 @dataclass
@@ -115,9 +117,11 @@ def _check_text(name: str, value: Any, max_length: int) -> str:
 
 
 def prepare_sample(
-    raw: Any, index: int, stream: str, classes: list[str], channels: int, size: int, s: Settings
+    raw: Any, index: int, stream: str, classes: list[str], channels: int, s: Settings
 ) -> PreparedSample:
-    """Validate one raw sample and convert its image; raises :class:`InvalidSample`."""
+    """Validate one raw sample and convert its image's channels; raises :class:`InvalidSample`.
+
+    Resizing waits for the call's other samples (:func:`service.images.resize_all`)."""
     if not isinstance(raw, dict):
         raise InvalidSample(f"sample: must be an object, got {type(raw).__name__}")
     unknown = sorted(set(raw) - SAMPLE_FIELDS)
@@ -127,7 +131,7 @@ def prepare_sample(
         if required not in raw:
             raise InvalidSample(f"{required}: missing")
     data = _decode_base64(raw["image"], s.max_image_bytes)
-    pixels = to_input(decode(data, max_pixels=s.max_image_pixels), channels=channels, size=size)
+    image = convert_channels(decode(data, max_pixels=s.max_image_pixels), channels)
     label = resolve_label(raw["label"], classes)
     group = _check_text("group", raw["group"], s.max_group_length)
     meta = raw.get("meta")
@@ -154,7 +158,7 @@ def prepare_sample(
         split=split_for(sample_id, s.holdout_fraction),
         meta=meta,
         image_digest=digest,
-        pixels=pixels.numpy().tobytes(),
+        image=image,
     )
 
 
@@ -319,12 +323,13 @@ def ingest(store: Store, settings: Settings, stream: Any, samples: Any) -> Inges
     for index, raw in enumerate(samples):
         try:
             prepared.append(
-                prepare_sample(
-                    raw, index, stream, record.classes, record.channels, record.size, settings
-                )
+                prepare_sample(raw, index, stream, record.classes, record.channels, settings)
             )
         except InvalidSample as exc:
             rejected.append({"index": index, "reason": str(exc)})
+    resized = resize_all([p.image for p in prepared], record.size)
+    for sample, pixels in zip(prepared, resized, strict=True):
+        sample.pixels = pixels.numpy().tobytes()
     result = commit_samples(store, record.id, prepared, settings)
     result.rejected = rejected
     record_rejections(store, stream, record.id, rejected)

@@ -92,3 +92,19 @@ def test_encode_png_round_trip() -> None:
     image = torch.randint(0, 255, (1, 9, 7), dtype=torch.uint8)
     assert torch.equal(decode(encode_png(image), max_pixels=100), image)
     assert base64.b64encode(encode_png(image))
+
+
+def test_resizing_a_batch_equals_resizing_each_image() -> None:
+    from service.images import resize_all
+
+    gen = torch.Generator().manual_seed(0)
+    images = [
+        torch.randint(0, 256, (1, 32, 32), dtype=torch.uint8, generator=gen) for _ in range(5)
+    ]
+    images += [torch.randint(0, 256, (1, 20, 24), dtype=torch.uint8, generator=gen)]
+    images += [torch.zeros((1, 28, 28), dtype=torch.uint8)]  # already the size: unchanged
+    together = resize_all(images, 28)
+    one_by_one = [resize_all([image], 28)[0] for image in images]
+    assert all(a.shape == (1, 28, 28) for a in together)
+    assert all(torch.equal(a, b) for a, b in zip(together, one_by_one, strict=True))
+    assert torch.equal(together[-1], images[-1])
