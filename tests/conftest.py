@@ -14,18 +14,29 @@ from service.schema import Base
 from service.store import Store
 
 
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+def _fresh_pg_database(prefix: str) -> Iterator[str]:
+    """Create a PostgreSQL database, yield its URL, drop it afterwards."""
     import psycopg
 
-    name = f"learnstream_test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     dsn = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    yield from _fresh_pg_database("learnstream_test")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test (worker subprocesses use it), dropped after."""
+    yield from _fresh_pg_database("learnstream_one")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -4,11 +4,12 @@ The learner is ``learnstream worker -Q learn`` started by a small wrapper script
 (``PAUSING_LEARNER``) that patches one function from the outside so that the process
 writes a marker file and sleeps at a chosen point: during training (inside the optimiser's
 second step), during writing (the weights and state are on disk in the temporary folder,
-the manifest is not), between writing and promotion (the candidate is registered and has
-passed the gate), and inside the promotion's transaction (the pointer's UPDATE has reached
-PostgreSQL, the COMMIT has not: the test sees the pointer's row locked). No production code
-knows about these tests. The test waits for the marker and kills the worker's whole process
-group with SIGKILL, then checks that the pointer and predict still give the old champion and
+the manifest is not), and between writing and promotion (the candidate is registered and
+has passed the gate). A kill inside the promotion's own transaction was tested too and cut
+to keep the suite under ten minutes: the pointer changes in one transaction, which
+PostgreSQL rolls back when its connection dies. No production code knows about these
+tests. The test waits for the marker and kills the worker's whole process group with
+SIGKILL, then checks that the pointer and predict still give the old champion and
 that no half-written version is visible. A plain learner worker is then started: Redis
 redelivers the dead worker's unacknowledged ``process_window`` after the visibility timeout,
 its claim has timed out (``window_claim_timeout``), and the window is processed exactly once:
@@ -28,13 +29,11 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from celery import Celery
-from helpers import PG_ADMIN_URL, digit_samples, worker_env
+from helpers import digit_samples, worker_env
 from sqlalchemy import func, select
 
 from service.config import Settings
@@ -107,24 +106,14 @@ elif point == "writing":
         return meta
 
     registry.save_state = paused_save_state
-elif point in ("deciding", "promoting"):
-    from sqlalchemy import event
-    from sqlalchemy.orm import Session
-
+elif point == "deciding":
     from service.registry import Registry
 
-    promote, promoting = Registry.promote, []
+    promote = Registry.promote
 
     def paused_promote(self, *args, **kwargs):
-        if point == "deciding":
-            pause()
-        promoting.append(1)
+        pause()
         return promote(self, *args, **kwargs)
-
-    @event.listens_for(Session, "after_flush")
-    def paused_flush(session, context):
-        if promoting:  # the pointer's UPDATE is in the open transaction
-            pause()
 
     Registry.promote = paused_promote
 
@@ -133,20 +122,6 @@ from service.cli import main
 
 main()
 '''
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for one test, dropped afterwards."""
-    import psycopg
-
-    name = f"learnstream_crash_{uuid.uuid4().hex[:10]}"
-    dsn = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -184,25 +159,11 @@ def _on_disk(service: Service) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
 
-def _pointer_locked(url: str, stream_id: int) -> bool:
-    """True while another transaction holds the champion pointer's row (an open promotion)."""
-    import psycopg
-
-    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
-        try:
-            conn.execute(
-                "SELECT version FROM champions WHERE stream_id = %s FOR UPDATE NOWAIT", (stream_id,)
-            )
-        except psycopg.errors.LockNotAvailable:
-            return True
-    return False
-
-
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("point", ["training", "writing", "deciding", "promoting"])
+@pytest.mark.parametrize("point", ["training", "writing", "deciding"])
 def test_kill_9_of_the_learner_leaves_the_old_champion_serving(
     point: str, tmp_path: Path, pg_url: str
 ) -> None:
@@ -238,8 +199,6 @@ def test_kill_9_of_the_learner_leaves_the_old_champion_serving(
         )
         _wait(marker.exists, 60, f"the learner to pause at {point}", log)
         killed_during = [m["version"] for m in list_models(service, STREAM)]
-        if point == "promoting":
-            assert _pointer_locked(pg_url, window.stream_id)  # the promotion is under way
         _kill_9(learner)
 
         # The old champion serves; no half-written version is visible.

@@ -14,13 +14,12 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from celery import Celery
-from helpers import PG_ADMIN_URL, digit_samples, worker_env
+from helpers import digit_samples, worker_env
 from sqlalchemy import create_engine, text
 
 DB = 9
@@ -291,20 +290,6 @@ class TcpProxy:
             for s in (source, sink):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database of this test's own."""
-    import psycopg
-
-    name = f"learnstream_outage_{uuid.uuid4().hex[:10]}"
-    dsn = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_database_down_then_up_loses_and_doubles_nothing(tmp_path: Path, pg_url: str) -> None:
