@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 DriftKind = Literal["covariate", "label", "concept"]
+DRIFT_KINDS: tuple[str, ...] = get_args(DriftKind)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ from service.context import Service
 from service.queries import list_alerts, list_drift, list_models
 from service.schema import Alert, Champion, Sample, Stream, Window, utcnow
 
-DRIFT_KINDS = ("covariate", "label", "concept")
 SAMPLES_PER_INCIDENT = 8
 
 

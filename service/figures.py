@@ -20,7 +20,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
-from service.dashboard_data import DRIFT_KINDS, SampleImage
+from drift.result import DRIFT_KINDS
+from service.dashboard_data import SampleImage
 from service.explain import Explanation
 from service.images import encode_png
 

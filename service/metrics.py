@@ -50,6 +50,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from drift.result import DRIFT_KINDS
 from service.alerts import AlertKind
 from service.context import Service
 from service.errors import LearnstreamError
@@ -69,7 +70,6 @@ log = logging.getLogger(__name__)
 
 ALERT_KINDS: tuple[str, ...] = get_args(AlertKind)
 WINDOW_STATES = ("open", "closed", "processing", "processed")
-DRIFT_KINDS = ("covariate", "label", "concept")
 SINKS = ("webhook",)
 REJECTION_REASONS = ("image", "label", "group", "id", "meta", "sample", "call", "other")
 _REASON_PREFIX = 8  # characters of a reason that hold its field: "sample: " is the longest
