@@ -54,10 +54,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
+from drift.detectors import make_covariate_detector  # noqa: E402
 from drift.features import UntrainedEncoder, penultimate_features  # noqa: E402
 from drift.label import label_shift  # noqa: E402
 from drift.online import OnlineCovariateDetector  # noqa: E402
-from drift.registry import make_covariate_detector  # noqa: E402
 from drift.result import DriftResult  # noqa: E402
 
 P_VALUE = 0.01

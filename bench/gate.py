@@ -59,8 +59,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from learners.evaluation import predict
 from learners.models import SmallCNN, build_model
 from learners.update import train_update
-from service.demo import augment, digits
-from service.gate import GateSettings, run_gate
+from service.demo.stream import augment, digits
+from service.pipeline.gate import GateSettings, run_gate
 
 SIZES = (200, 500, 1000)
 GROUPS = ("A", "B")

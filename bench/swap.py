@@ -55,7 +55,7 @@ def progress(message: str) -> None:
 
 def images() -> list[str]:
     """A few digits as base64 PNGs of 28x28."""
-    from service.demo import digits, to_png_base64
+    from service.demo.stream import digits, to_png_base64
 
     x, _ = digits(28)
     return [to_png_base64(x[i]) for i in range(IMAGES)]
@@ -116,10 +116,10 @@ def main() -> None:
     import redis
 
     from learners.models import build_model
-    from learners.state import StrategyState
+    from learners.strategy_state import StrategyState
     from service.config import Settings
     from service.context import Service
-    from service.ingest import get_or_create_stream
+    from service.ingest.samples import get_or_create_stream
 
     started = time.perf_counter()
     db_name = f"learnstream_bench_swap_{uuid.uuid4().hex[:8]}"

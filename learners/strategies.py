@@ -140,7 +140,7 @@ def _build_gem(common: dict[str, Any], params: dict[str, Any]) -> SupervisedTemp
 def _build_agem(common: dict[str, Any], params: dict[str, Any]) -> SupervisedTemplate:
     from avalanche.training import Naive
 
-    from learners.plugins import GroupAwareAGEMPlugin
+    from learners.domain_plugins import GroupAwareAGEMPlugin
 
     # Same as avalanche.training.AGEM, with a memory that can be group-balanced.
     common["plugins"].append(
@@ -160,7 +160,7 @@ def _build_lwf(common: dict[str, Any], params: dict[str, Any]) -> SupervisedTemp
 def _build_si(common: dict[str, Any], params: dict[str, Any]) -> SupervisedTemplate:
     from avalanche.training import Naive
 
-    from learners.plugins import CPUSynapticIntelligencePlugin
+    from learners.domain_plugins import CPUSynapticIntelligencePlugin
 
     # As avalanche.training.SynapticIntelligence (Naive + its plugin), with a plugin that also
     # works on a CPU (Avalanche's does nothing there; see the plugin).
@@ -198,8 +198,8 @@ def _build_der(common: dict[str, Any], params: dict[str, Any]) -> SupervisedTemp
 def _build_mir(common: dict[str, Any], params: dict[str, Any]) -> SupervisedTemplate:
     from avalanche.training import Naive
 
+    from learners.domain_plugins import DomainMIRPlugin
     from learners.fairness import GroupBalancedBuffer
-    from learners.plugins import DomainMIRPlugin
 
     # As avalanche.training.MIR (Naive + MIRPlugin), replaying from the whole buffer.
     size = params["mem_size"]

@@ -14,14 +14,14 @@ from torch import Tensor
 
 from learners.experience import make_experience
 from learners.models import SmallCNN, to_float
-from learners.state import (
+from learners.strategies import build_strategy, needs_groups, quiet_avalanche
+from learners.strategy_state import (
     StrategyState,
     export_state,
     memory_sample_groups,
     memory_sample_ids,
     restore_state,
 )
-from learners.strategies import build_strategy, needs_groups, quiet_avalanche
 
 
 @dataclass

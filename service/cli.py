@@ -62,9 +62,9 @@ def run(
     """
     from celery.contrib.testing.worker import start_worker
 
-    from service.demo import DemoPlan
-    from service.queries import delete_stream
-    from service.run import run_demo
+    from service.demo.job import run_demo
+    from service.demo.stream import DemoPlan
+    from service.queries.listings import delete_stream
     from workers.app import QUEUES, configure
 
     if windows < 10:
@@ -111,7 +111,7 @@ def run(
 
 
 def _stream_exists(service: Service, name: str) -> bool:
-    from service.queries import status
+    from service.queries.listings import status
 
     return name in status(service)["streams"]
 
@@ -191,7 +191,7 @@ def submit(
     if (folder is None) == (not demo):
         _fail("give a FOLDER or --demo (not both)")
     if demo:
-        from service.demo import DemoPlan, demo_stream
+        from service.demo.stream import DemoPlan, demo_stream
 
         samples = [s for _, window in demo_stream(DemoPlan()) for s in window]
     else:
@@ -234,7 +234,7 @@ def submit(
 @cli.command()
 def status(json_out: JsonOption = False) -> None:
     """Samples, rejections, windows and the champion of every stream."""
-    from service.queries import status as query
+    from service.queries.listings import status as query
 
     data = query(_service())
     if json_out:
@@ -267,7 +267,7 @@ def alerts(
     json_out: JsonOption = False,
 ) -> None:
     """Drift, fairness, update and ingest alerts, newest first; `alerts ack ID` acknowledges."""
-    from service.queries import list_alerts
+    from service.queries.listings import list_alerts
 
     if ctx.invoked_subcommand is not None:
         return
@@ -294,7 +294,7 @@ def alerts_ack(
     json_out: JsonOption = False,
 ) -> None:
     """Acknowledge an alert, recording who and when (as POST /v1/alerts/{id}/ack does)."""
-    from service.alerts import acknowledge_alert
+    from service.alerts.records import acknowledge_alert
 
     if not 1 <= len(by) <= 128:
         _fail("--by must be 1 to 128 characters")
@@ -317,7 +317,7 @@ def models(
     json_out: JsonOption = False,
 ) -> None:
     """Model versions of a stream with lineage, status and gate decisions."""
-    from service.queries import list_models
+    from service.queries.listings import list_models
 
     try:
         rows = list_models(_service(), stream)
@@ -341,7 +341,7 @@ def drift(
     json_out: JsonOption = False,
 ) -> None:
     """Drift verdicts per window: detector, statistic, p-value, per-group verdicts."""
-    from service.queries import list_drift
+    from service.queries.listings import list_drift
 
     try:
         rows = list_drift(_service(), stream)
@@ -387,7 +387,7 @@ def rollback(
     reason: Annotated[str, typer.Option(help="Why.")] = "manual rollback",
 ) -> None:
     """Give the champion back to the previous version (recorded with who and why)."""
-    from service.rollback import rollback as roll_back
+    from service.models.promotion import rollback as roll_back
 
     try:
         result = roll_back(_service(), stream, by=by, reason=reason, to=to)
@@ -411,7 +411,7 @@ def report(
 ) -> None:
     """Write one stream's self-contained HTML report (drift, accuracy, gate, versions,
     alerts, incidents, Grad-CAM) and print its path; with --json print its data."""
-    from service.dashboard import report_data, write_report
+    from service.dashboard.views import report_data, write_report
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     service = _service()
@@ -436,7 +436,7 @@ def api(
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
 ) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json, Prometheus at /metrics)."""
-    from service.api import serve
+    from service.api.app import serve
     from workers.app import configure
 
     settings = Settings()

@@ -8,11 +8,11 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from service.config import Settings
-from service.store import Store
+from service.store.engine import Store
 
 if TYPE_CHECKING:
-    from service.registry import LoadedVersion, Registry
-    from service.webhook import WebhookSink
+    from service.alerts.webhook import WebhookSink
+    from service.models.registry import LoadedVersion, Registry
 
 
 class Service:
@@ -27,7 +27,7 @@ class Service:
         self._online: dict[str, tuple[tuple[object, ...], object]] = {}
         self.webhook: WebhookSink | None = None
         if settings.webhook_url:  # alerts also go, signed, to the operators' webhook
-            from service.webhook import install_webhook
+            from service.alerts.webhook import install_webhook
 
             self.webhook = install_webhook(settings, store)
 
@@ -40,7 +40,7 @@ class Service:
     @cached_property
     def registry(self) -> Registry:
         """The model registry; imported on first use so read-only commands skip torch."""
-        from service.registry import Registry
+        from service.models.registry import Registry
 
         return Registry(self.store, self.settings.resolved_model_dir, self.settings.announce_url)
 

@@ -10,8 +10,8 @@ import pytest
 from helpers import PG_ADMIN_URL, make_settings
 
 from service.context import Service, set_service
-from service.schema import Base
-from service.store import Store
+from service.store.engine import Store
+from service.store.schema import Base
 
 
 def _fresh_pg_database(prefix: str) -> Iterator[str]:

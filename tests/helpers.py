@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from service.config import Settings
-from service.demo import augment, digits, to_png_base64
+from service.demo.stream import augment, digits, to_png_base64
 
 PG_ADMIN_URL = os.environ.get(
     "LEARNSTREAM_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

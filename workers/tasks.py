@@ -10,9 +10,9 @@ from celery.signals import worker_process_init, worker_process_shutdown
 
 from service.context import get_service
 from service.errors import InvalidRequest, StoreUnavailable
-from service.ingest import close_aged_windows, ingest, record_rejections
-from service.pipeline import process_pending
-from service.predict import predict_images, preload_announced_champions
+from service.ingest.samples import close_aged_windows, ingest, record_rejections
+from service.models.serving import predict_images, preload_announced_champions
+from service.pipeline.processor import process_pending
 from workers.app import app
 
 log = logging.getLogger(__name__)

@@ -20,15 +20,15 @@ from helpers import REDIS_URL, digit_samples, make_settings
 from sqlalchemy import func, select
 
 from service.context import Service
-from service.queries import status
-from service.schema import DriftReport, Sample, Window
+from service.queries.listings import status
+from service.store.schema import DriftReport, Sample, Window
 
 DB = 15
 WINDOW = 32
 
 
 def test_concurrent_ingest_windows_and_learning(tmp_path: Path, pg_database: str) -> None:
-    from service.schema import Base
+    from service.store.schema import Base
 
     url = f"{REDIS_URL}/{DB}"
     redis.Redis.from_url(url).flushdb()

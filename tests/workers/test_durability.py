@@ -13,7 +13,7 @@ from helpers import digit_samples, worker_env
 
 from service.config import Settings
 from service.context import Service
-from service.queries import status
+from service.queries.listings import status
 
 DB = 14
 

@@ -39,11 +39,11 @@ from sqlalchemy import func, select
 from service.config import Settings
 from service.context import Service
 from service.errors import ModelNotFound
-from service.ingest import ingest
-from service.pipeline import process_pending
-from service.predict import predict_images
-from service.queries import list_models
-from service.schema import DriftReport, Window
+from service.ingest.samples import ingest
+from service.models.serving import predict_images
+from service.pipeline.processor import process_pending
+from service.queries.listings import list_models
+from service.store.schema import DriftReport, Window
 
 DB = 10
 STREAM = "crash"
@@ -96,7 +96,7 @@ if point == "training":
 
     torch.optim.SGD.step = paused_step
 elif point == "writing":
-    import service.registry as registry
+    import service.models.registry as registry
 
     save_state = registry.save_state
 
@@ -107,7 +107,7 @@ elif point == "writing":
 
     registry.save_state = paused_save_state
 elif point == "deciding":
-    from service.registry import Registry
+    from service.models.registry import Registry
 
     promote = Registry.promote
 

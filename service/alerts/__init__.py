@@ -1,0 +1,1 @@
+"""Alerts: records, drift incidents and the webhook sink."""

@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): request and response schemas and the app factory."""

@@ -1,0 +1,201 @@
+"""Request and response bodies of the HTTP API (pydantic); they are what ``/openapi.json`` shows.
+
+Request bodies forbid unknown fields, so a typo is a 422 rather than silently ignored.
+The samples of ``POST /v1/samples`` are deliberately *not* validated here: each bad
+sample must be rejected at its index by :func:`service.ingest.ingest` while the good
+samples of the same call are accepted, so the list is taken as it comes and only
+documented with :class:`SampleIn`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+
+from service.store.schema import STREAM_NAME_PATTERN, STREAM_NAME_RULE
+
+StreamName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=128,
+        pattern=STREAM_NAME_PATTERN,
+        description=f"Stream name: {STREAM_NAME_RULE}.",
+    ),
+]
+Who = Annotated[
+    str,
+    Field(min_length=1, max_length=128, description='Who acts; recorded (default "operator").'),
+]
+Reason = Annotated[str, Field(min_length=1, max_length=2000, description="Why; recorded.")]
+Version = Annotated[int, Field(ge=1, le=2**31 - 1, description="Model version number.")]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SampleIn(_Request):
+    """One sample of the ingest contract (documentation; ingest validates each one itself)."""
+
+    image: str = Field(description="Base64 of PNG, JPEG or .npy (allow_pickle=False) bytes.")
+    label: int | str = Field(description="Index into the stream's class list, or a class name.")
+    group: str = Field(description="Group the sample belongs to (per-group drift and gate).")
+    id: str | None = Field(
+        default=None, description="Caller's id; default: sha256 of stream, image, label, group."
+    )
+    meta: dict[str, Any] | None = Field(default=None, description="Free JSON object.")
+
+
+SampleList = Annotated[
+    list[Any],
+    WithJsonSchema({"type": "array", "items": SampleIn.model_json_schema()}),
+]
+
+
+class SamplesRequest(_Request):
+    """The body of ``POST /v1/samples``: the kwargs of the ``learnstream.ingest`` task."""
+
+    stream: StreamName = "default"
+    samples: SampleList = Field(
+        description="Samples; a bad one is rejected at its index, the good ones are accepted."
+    )
+
+
+class Rejected(BaseModel):
+    index: int | None = Field(description="Index of the sample in the call (null: whole call).")
+    reason: str
+
+
+class IngestResponse(BaseModel):
+    """What one ingest call did (the ``learnstream.ingest`` contract)."""
+
+    accepted: list[str] = Field(description="Ids of the samples stored by this call.")
+    duplicates: list[str] = Field(description="Ids already stored before (not counted twice).")
+    rejected: list[Rejected]
+
+
+class PredictRequest(_Request):
+    stream: StreamName = "default"
+    images: list[str] = Field(min_length=1, description="Base64 of PNG, JPEG or .npy bytes.")
+
+
+class Prediction(BaseModel):
+    label: str = Field(description="Predicted class name.")
+    scores: list[float] = Field(description="Probability of each class, in class-list order.")
+
+
+class PredictResponse(BaseModel):
+    model_version: int = Field(description="Champion version that answered.")
+    predictions: list[Prediction]
+
+
+class WindowCounts(BaseModel):
+    open: int
+    closed: int = Field(description="Closed, waiting for or in processing.")
+    processed: int
+
+
+class StreamStatus(BaseModel):
+    samples: int
+    rejected: int
+    windows: WindowCounts
+    champion: int | None
+
+
+class StatusResponse(BaseModel):
+    streams: dict[str, StreamStatus]
+
+
+class WindowOut(BaseModel):
+    seq: int = Field(description="Window number within its stream, from 1.")
+    state: str = Field(description="open, closed, processing or processed.")
+    size: int
+    opened_at: str
+    closed_at: str | None
+    processed_at: str | None
+    champion_version: int | None = Field(description="Champion after the window was processed.")
+    drifted: bool | None
+    summary: dict[str, Any] | None = Field(description="What processing decided (WindowOutcome).")
+
+
+class DriftOut(BaseModel):
+    window: int
+    kind: str = Field(description="covariate, label or concept.")
+    detector: str
+    statistic: float
+    p_value: float | None
+    threshold: float
+    verdict: str = Field(description='"drift" or "no drift".')
+    per_group: dict[str, Any]
+    feature_space: str
+    reference_version: int | None
+    n_reference: int
+    n_window: int
+    seconds: float
+
+
+class AlertOut(BaseModel):
+    id: int
+    kind: str
+    severity: str
+    subject: str
+    message: str
+    payload: dict[str, Any]
+    time: str = Field(description="ISO 8601 time the alert was raised.")
+    acknowledged: bool
+    acknowledged_by: str | None
+    acknowledged_at: str | None = Field(default=None, description="ISO 8601 time of the ack.")
+
+
+class AckRequest(_Request):
+    by: Who = "operator"
+
+
+class ModelOut(BaseModel):
+    version: int
+    parent: int | None
+    status: str = Field(description="candidate, champion, rejected or retired.")
+    champion: bool
+    strategy: str
+    params: dict[str, Any]
+    windows: list[int]
+    digests: dict[str, str]
+    gate_report: dict[str, Any] | None
+    created_at: str
+
+
+class PromoteRequest(_Request):
+    stream: StreamName = "default"
+    reason: Reason
+    by: Who = "operator"
+
+
+class RollbackRequest(_Request):
+    stream: StreamName = "default"
+    reason: Reason
+    by: Who = "operator"
+    to: Version | None = Field(
+        default=None, description="Version to go back to; default: the previous champion."
+    )
+
+
+class ChampionChange(BaseModel):
+    stream: str
+    champion: int = Field(description="The champion now.")
+    previous: int | None = Field(description="The champion before.")
+
+
+class Health(BaseModel):
+    status: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a machine-readable kind and a message for people."""
+
+    error: str = Field(description='Kind, e.g. "stream_not_found", "unauthorized".')
+    detail: str
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="Each problem of a request that failed validation."
+    )

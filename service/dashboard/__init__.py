@@ -1,0 +1,1 @@
+"""The operators' dashboard and report: data, figures, Grad-CAM and the views."""

@@ -1,0 +1,1 @@
+"""The demo stream and the main job that plays it end to end."""

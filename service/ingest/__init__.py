@@ -1,0 +1,1 @@
+"""Ingest: decoding and validating images and samples, windows, rejections."""

@@ -1,0 +1,375 @@
+"""Ingest: validate a call's samples, persist the good ones idempotently, close full windows.
+
+A sample counts as accepted only once its transaction commits. Each bad sample
+is rejected with a reason naming the field, at its index, while the good
+samples of the same call are still accepted. Window assignment happens under
+the stream's row lock, so concurrent ingest workers never split or double-close
+a window.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import torch
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service.alerts import records as alerts
+from service.config import Settings
+from service.errors import InvalidRequest, InvalidSample, StreamNotFound
+from service.ingest.images import convert_channels, decode, resize_all
+from service.store.engine import Store
+from service.store.schema import (
+    STREAM_NAME_RULE,
+    Rejection,
+    Sample,
+    Stream,
+    Window,
+    as_utc,
+    utcnow,
+    valid_stream_name,
+)
+
+log = logging.getLogger(__name__)
+
+SAMPLE_FIELDS = frozenset({"image", "label", "group", "id", "meta"})
+REJECTION_BURST = timedelta(minutes=10)
+
+
+@dataclass
+class PreparedSample:
+    """A validated sample, converted to the stream's input shape, ready to insert."""
+
+    index: int
+    sample_id: str
+    label: int
+    group: str
+    split: str
+    meta: dict[str, Any] | None
+    image_digest: str
+    image: torch.Tensor  # channels converted; resized with the call's other images
+    pixels: bytes = b""
+
+
+@dataclass
+class IngestResult:
+    """What one ingest call did; ``to_dict`` is the public contract."""
+
+    accepted: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    closed_windows: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected}
+
+
+def split_for(sample_id: str, holdout_fraction: float) -> str:
+    """``holdout`` or ``train`` by the id's hash: a redelivered sample lands on the same side."""
+    bucket = int.from_bytes(hashlib.sha256(sample_id.encode()).digest()[:8], "big") / 2**64
+    return "holdout" if bucket < holdout_fraction else "train"
+
+
+def resolve_label(label: Any, classes: list[str]) -> int:
+    """Class index of ``label``: an int index into the class list or a class name."""
+    if isinstance(label, bool) or not isinstance(label, int | str):
+        raise InvalidSample(f"label: must be an int or a class name, got {type(label).__name__}")
+    if isinstance(label, int):
+        if not 0 <= label < len(classes):
+            raise InvalidSample(f"label: {label} is outside the stream's {len(classes)} classes")
+        return label
+    if label not in classes:
+        raise InvalidSample(f"label: {label!r} is not one of the stream's classes {classes}")
+    return classes.index(label)
+
+
+def _decode_base64(value: Any, max_bytes: int) -> bytes:
+    if not isinstance(value, str) or not value:
+        raise InvalidSample("image: must be a non-empty base64 string")
+    if len(value) > (max_bytes * 4) // 3 + 4:
+        raise InvalidSample(f"image: more than {max_bytes} bytes")
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidSample("image: not valid base64") from exc
+    if len(data) > max_bytes:
+        raise InvalidSample(f"image: more than {max_bytes} bytes")
+    return data
+
+
+def _check_text(name: str, value: Any, max_length: int) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidSample(f"{name}: must be a non-empty string")
+    if len(value) > max_length:
+        raise InvalidSample(f"{name}: longer than {max_length} characters")
+    if "\x00" in value:  # PostgreSQL text cannot hold NUL: refuse the sample, not the call
+        raise InvalidSample(f"{name}: contains a NUL character")
+    return value
+
+
+def prepare_sample(
+    raw: Any, index: int, stream: str, classes: list[str], channels: int, s: Settings
+) -> PreparedSample:
+    """Validate one raw sample and convert its image's channels; raises :class:`InvalidSample`.
+
+    Resizing waits for the call's other samples (:func:`service.images.resize_all`)."""
+    if not isinstance(raw, dict):
+        raise InvalidSample(f"sample: must be an object, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - SAMPLE_FIELDS)
+    if unknown:
+        raise InvalidSample(f"sample: unknown field {unknown[0]!r}")
+    for required in ("image", "label", "group"):
+        if required not in raw:
+            raise InvalidSample(f"{required}: missing")
+    data = _decode_base64(raw["image"], s.max_image_bytes)
+    image = convert_channels(decode(data, max_pixels=s.max_image_pixels), channels)
+    label = resolve_label(raw["label"], classes)
+    group = _check_text("group", raw["group"], s.max_group_length)
+    meta = raw.get("meta")
+    if meta is not None:
+        if not isinstance(meta, dict):
+            raise InvalidSample("meta: must be a JSON object")
+        encoded = json.dumps(meta)
+        if len(encoded) > s.max_meta_bytes:
+            raise InvalidSample(f"meta: more than {s.max_meta_bytes} bytes of JSON")
+        if "\\u0000" in encoded:
+            raise InvalidSample("meta: contains a NUL character")
+    digest = hashlib.sha256(data).hexdigest()
+    sample_id = raw.get("id")
+    if sample_id is None:
+        key = f"{stream}\0{digest}\0{label}\0{group}".encode()
+        sample_id = hashlib.sha256(key).hexdigest()
+    else:
+        sample_id = _check_text("id", sample_id, s.max_id_length)
+    return PreparedSample(
+        index=index,
+        sample_id=sample_id,
+        label=label,
+        group=group,
+        split=split_for(sample_id, s.holdout_fraction),
+        meta=meta,
+        image_digest=digest,
+        image=image,
+    )
+
+
+def get_or_create_stream(store: Store, name: str, settings: Settings) -> Stream:
+    """The stream called ``name``, created with the default settings where allowed."""
+    if not valid_stream_name(name):
+        raise InvalidRequest(f"stream: must be {STREAM_NAME_RULE}, got {name!r:.140}")
+    cached = store.streams.get(name)
+    if cached is not None:
+        return cached
+    with store.session() as session:
+        stream = session.scalar(select(Stream).where(Stream.name == name))
+        if stream is not None:
+            store.streams[name] = stream
+            return stream
+    if not settings.auto_create_streams:
+        raise StreamNotFound(f"unknown stream {name!r} (auto_create_streams is off)")
+    try:
+        with store.session() as session:
+            stream = Stream(
+                name=name,
+                classes=list(settings.default_classes),
+                channels=settings.input_channels,
+                size=settings.input_size,
+                lock_version=0,
+                sample_count=0,
+            )
+            session.add(stream)
+        log.info("stream created", extra={"stream": name})
+        return stream
+    except IntegrityError:  # another worker created it first
+        with store.session() as session:
+            return store.stream(session, name)
+
+
+def _close(window: Window, closed: list[int]) -> None:
+    window.state, window.closed_at = "closed", utcnow()
+    closed.append(window.id)
+
+
+def _aged(window: Window, max_age: float, min_size: int) -> bool:
+    age = (utcnow() - as_utc(window.opened_at)).total_seconds()
+    return age >= max_age and window.size >= min_size
+
+
+def _open_window(session: Session, stream_id: int, settings: Settings, closed: list[int]) -> Window:
+    """The stream's open window; one that has grown too old is closed and replaced."""
+    window = session.scalar(
+        select(Window).where(Window.stream_id == stream_id, Window.state == "open")
+    )
+    if window is not None and _aged(window, settings.window_max_age, settings.window_min_size):
+        _close(window, closed)
+        session.flush()
+        window = None
+    if window is None:
+        last = session.scalar(select(func.max(Window.seq)).where(Window.stream_id == stream_id))
+        window = Window(stream_id=stream_id, seq=(last or 0) + 1, state="open", size=0)
+        session.add(window)
+        session.flush()
+    return window
+
+
+def commit_samples(
+    store: Store, stream_id: int, prepared: list[PreparedSample], settings: Settings
+) -> IngestResult:
+    """Insert new samples in one transaction, assigning windows in arrival order."""
+    result = IngestResult()
+    with store.session() as session:
+        last_seq = session.scalar(
+            update(Stream)
+            .where(Stream.id == stream_id)
+            .values(lock_version=Stream.lock_version + 1)
+            .returning(Stream.sample_count)
+        )
+        ids = [p.sample_id for p in prepared]
+        existing = set(
+            session.scalars(
+                select(Sample.sample_id).where(
+                    Sample.stream_id == stream_id, Sample.sample_id.in_(ids)
+                )
+            )
+        )
+        next_seq = last_seq + 1
+        window: Window | None = None
+        rows = []
+        for p in prepared:
+            if p.sample_id in existing:
+                result.duplicates.append(p.sample_id)
+                continue
+            existing.add(p.sample_id)
+            window = window or _open_window(session, stream_id, settings, result.closed_windows)
+            rows.append(
+                {
+                    "stream_id": stream_id,
+                    "sample_id": p.sample_id,
+                    "seq": next_seq,
+                    "label": p.label,
+                    "group": p.group,
+                    "split": p.split,
+                    "window_id": window.id,
+                    "received_at": utcnow(),
+                    "meta": p.meta,
+                    "image_digest": p.image_digest,
+                    "pixels": p.pixels,
+                }
+            )
+            next_seq += 1
+            window.size += 1
+            result.accepted.append(p.sample_id)
+            if window.size >= settings.window_size:
+                _close(window, result.closed_windows)
+                session.flush()
+                window = None
+        if rows:
+            # With RETURNING, SQLAlchemy batches the rows into one cached multi-row INSERT
+            # ("insertmanyvalues"): one round trip per call instead of one per row.
+            session.execute(insert(Sample).returning(Sample.id), rows)
+            session.execute(
+                update(Stream)
+                .where(Stream.id == stream_id)
+                .values(sample_count=Stream.sample_count + len(rows))
+            )
+    return result
+
+
+def record_rejections(
+    store: Store, stream_name: str | None, stream_id: int | None, rejected: list[dict[str, Any]]
+) -> None:
+    """Store each rejection and fold them into the stream's current ``ingest.rejected`` alert."""
+    if not rejected:
+        return
+    with store.session() as session:
+        session.add_all(
+            Rejection(stream_name=stream_name, index=r.get("index"), reason=r["reason"])
+            for r in rejected
+        )
+        reasons: dict[str, int] = {}
+        for r in rejected:
+            key = r["reason"].split(" (")[0]
+            reasons[key] = reasons.get(key, 0) + 1
+        alerts.raise_or_extend_burst(
+            session,
+            stream_id=stream_id,
+            kind="ingest.rejected",
+            subject=stream_name or "(unreadable call)",
+            counts=reasons,
+            burst=REJECTION_BURST,
+        )
+
+
+def ingest(store: Store, settings: Settings, stream: Any, samples: Any) -> IngestResult:
+    """Validate, persist and window one call of samples (the ``learnstream.ingest`` contract)."""
+    if not isinstance(samples, list):
+        raise InvalidRequest(f"samples: must be a list, got {type(samples).__name__}")
+    if len(samples) > settings.max_samples_per_call:
+        raise InvalidRequest(
+            f"samples: {len(samples)} exceed the limit of {settings.max_samples_per_call} per call"
+        )
+    record = get_or_create_stream(store, stream, settings)
+    prepared: list[PreparedSample] = []
+    rejected: list[dict[str, Any]] = []
+    for index, raw in enumerate(samples):
+        try:
+            prepared.append(
+                prepare_sample(raw, index, stream, record.classes, record.channels, settings)
+            )
+        except InvalidSample as exc:
+            rejected.append({"index": index, "reason": str(exc)})
+    resized = resize_all([p.image for p in prepared], record.size)
+    for sample, pixels in zip(prepared, resized, strict=True):
+        sample.pixels = pixels.numpy().tobytes()
+    result = commit_samples(store, record.id, prepared, settings)
+    result.rejected = rejected
+    record_rejections(store, stream, record.id, rejected)
+    if rejected:
+        log.warning(
+            "ingest rejected samples",
+            extra={"stream": stream, "rejected": len(rejected), "accepted": len(result.accepted)},
+        )
+    return result
+
+
+def close_aged_windows(store: Store, settings: Settings) -> dict[str, list[int]]:
+    """Close every open window older than ``window_max_age`` (so a slow stream still gets
+    checked); returns the closed window ids by stream name."""
+    with store.session() as session:
+        candidates = session.execute(
+            select(Stream.id, Stream.name, Window.opened_at)
+            .join(Window, Window.stream_id == Stream.id)
+            .where(Window.state == "open", Window.size >= settings.window_min_size)
+        ).all()
+    closed: dict[str, list[int]] = {}
+    for stream_id, name, opened_at in candidates:
+        age = (utcnow() - as_utc(opened_at)).total_seconds()
+        if age < settings.window_max_age:
+            continue
+        ids: list[int] = []
+        with store.session() as session:
+            session.execute(
+                update(Stream)
+                .where(Stream.id == stream_id)
+                .values(lock_version=Stream.lock_version + 1)
+            )
+            window = session.scalar(
+                select(Window).where(Window.stream_id == stream_id, Window.state == "open")
+            )
+            if window is not None and _aged(
+                window, settings.window_max_age, settings.window_min_size
+            ):
+                _close(window, ids)
+        if ids:
+            closed[name] = ids
+            log.info("window closed by age", extra={"stream": name, "window_ids": ids})
+    return closed

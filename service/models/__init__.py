@@ -1,0 +1,1 @@
+"""Model versions: the registry on disk, promotion and rollback, serving predictions."""

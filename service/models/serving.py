@@ -1,0 +1,97 @@
+"""Prediction with the current champion, hot-swapped when the champion pointer changes."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import threading
+from typing import Any
+
+import torch
+
+from learners.evaluation import predict
+from learners.models import to_float
+from service.context import Service
+from service.errors import InvalidRequest, InvalidSample, ModelNotFound
+from service.ingest.images import decode, to_input
+from service.models.registry import ANNOUNCE_CHANNEL
+from service.store.schema import Stream
+
+log = logging.getLogger(__name__)
+
+
+def predict_images(service: Service, stream_name: str, images: Any) -> dict[str, Any]:
+    """Labels and class scores of base64 images under the stream's champion (the contract)."""
+    if not isinstance(images, list) or not images:
+        raise InvalidRequest("images: must be a non-empty list of base64 strings")
+    if len(images) > service.settings.max_samples_per_call:
+        raise InvalidRequest(
+            f"images: {len(images)} exceed the limit of {service.settings.max_samples_per_call}"
+        )
+    with service.store.session() as session:
+        stream = service.store.stream(session, stream_name)
+    version = service.registry.champion(stream.id)
+    if version is None:
+        raise ModelNotFound(f"stream {stream_name!r} has no champion yet")
+    champion = service.version(stream_name, version)
+    tensors = []
+    for index, value in enumerate(images):
+        try:
+            data = base64.b64decode(value, validate=True) if isinstance(value, str) else None
+        except (binascii.Error, ValueError):
+            data = None
+        if not data:
+            raise InvalidSample(f"images[{index}]: not valid base64")
+        if len(data) > service.settings.max_image_bytes:
+            raise InvalidSample(
+                f"images[{index}]: more than {service.settings.max_image_bytes} bytes"
+            )
+        try:
+            image = decode(data, max_pixels=service.settings.max_image_pixels)
+            tensors.append(to_input(image, channels=stream.channels, size=stream.size))
+        except InvalidSample as exc:
+            raise InvalidSample(f"images[{index}]: {exc}") from exc
+    labels, probs = predict(champion.model, to_float(torch.stack(tensors)))
+    classes = stream.classes
+    return {
+        "model_version": version,
+        "predictions": [
+            {"label": classes[int(i)], "scores": [round(float(p), 6) for p in row]}
+            for i, row in zip(labels, probs, strict=True)
+        ],
+    }
+
+
+def preload_announced_champions(service: Service, stop: threading.Event) -> threading.Thread | None:
+    """Load each announced champion into the cache in a daemon thread (until ``stop``).
+
+    Without it the first prediction after a swap loads the model itself; with it the
+    swap costs requests nothing. Returns ``None`` when no announcement channel is set.
+    """
+    url = service.settings.announce_url
+    if url is None:
+        return None
+    import redis
+
+    def listen() -> None:
+        pubsub = redis.Redis.from_url(url).pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(ANNOUNCE_CHANNEL)
+        while not stop.is_set():
+            message = pubsub.get_message(timeout=1.0)
+            if message is None:
+                continue
+            try:
+                event = json.loads(message["data"])
+                with service.store.session() as session:
+                    stream = session.get(Stream, event["stream_id"])
+                if stream is not None:
+                    service.version(stream.name, int(event["version"]))
+            except Exception:  # a bad announcement must not kill the listener
+                log.exception("could not preload an announced champion")
+        pubsub.close()
+
+    thread = threading.Thread(target=listen, name="champion-preload", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,1 @@
+"""Processing a closed window, as stages that pass values, composed by the processor."""

@@ -1,0 +1,1 @@
+"""Read-side views for operators: status, listings and Prometheus metrics."""

@@ -1,0 +1,1 @@
+"""The store: engine and sessions, the schema, batches of samples, migrations."""

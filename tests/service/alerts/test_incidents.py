@@ -1,0 +1,109 @@
+"""Drift incidents: one alert per run of drifted windows of a kind, closed when drift stops."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from drift.result import DriftResult, GroupVerdict
+from service.alerts.incidents import WindowDrift, record_window
+from service.store.schema import Alert, Stream
+
+
+def _result(kind: str, drift: bool, p: float) -> DriftResult:
+    verdict = GroupVerdict(is_drift=drift, statistic=1.0, p_value=p, n_reference=50, n_window=50)
+    return DriftResult(
+        kind=kind,  # type: ignore[arg-type]
+        detector="mmd",
+        is_drift=drift,
+        statistic=1.0,
+        p_value=p,
+        threshold=0.005,
+        feature_space="penultimate",
+        n_reference=100,
+        n_window=100,
+        per_group={"B": verdict, "A": GroupVerdict(False, 0.1, 0.5, 50, 50)},
+    )
+
+
+def _play(service, verdicts: list[tuple[str, bool]]) -> list[dict]:  # type: ignore[no-untyped-def]
+    with service.store.session() as session:
+        stream = Stream(name="s", classes=[0, 1], channels=1, size=8)
+        session.add(stream)
+        session.flush()
+        stream_id = stream.id
+    for window, (kind, drift) in enumerate(verdicts, start=1):
+        with service.store.session() as session:
+            p = window / 10_000 if drift else 0.4
+            ids = [f"w{window}-{i}" for i in range(3)] if drift else []
+            record_window(
+                session, WindowDrift(stream_id, "s", window, _result(kind, drift, p), ids)
+            )
+    with service.store.session() as session:
+        rows = session.scalars(select(Alert).order_by(Alert.id)).all()
+        return [{"kind": a.kind, "message": a.message, **a.payload} for a in rows]
+
+
+def test_consecutive_drifted_windows_form_one_incident_closed_by_a_quiet_window(service) -> None:
+    verdicts = [
+        ("covariate", False),
+        ("covariate", True),
+        ("covariate", True),
+        ("covariate", True),
+        ("covariate", False),
+        ("covariate", True),
+    ]
+    first, second = _play(service, verdicts)
+    assert first["incident"] == {"windows": [2, 3, 4], "open": False, "closed_by_window": 5}
+    assert first["p_values"] == [2e-4, 3e-4, 4e-4]
+    assert first["group"] == "B" and first["groups"] == ["B"]
+    assert first["shifted_samples"] == ["w4-0", "w4-1", "w4-2"]  # the latest window's
+    assert [w["window"] for w in first["windows"]] == [2, 3, 4]
+    assert "[3 windows]" in first["message"]
+    assert second["incident"] == {"windows": [6], "open": True, "closed_by_window": None}
+
+
+def test_each_kind_has_its_own_incident(service) -> None:
+    with service.store.session() as session:
+        stream = Stream(name="s", classes=[0, 1], channels=1, size=8)
+        session.add(stream)
+        session.flush()
+        stream_id = stream.id
+    per_window = {1: {"covariate": True, "label": False}, 2: {"covariate": True, "label": True}}
+    per_window[3] = {"covariate": False, "label": True}
+    for window, verdicts in per_window.items():
+        with service.store.session() as session:
+            for kind, drift in verdicts.items():
+                result = _result(kind, drift, 0.001 if drift else 0.5)
+                record_window(session, WindowDrift(stream_id, "s", window, result, []))
+    with service.store.session() as session:
+        by_kind = {a.kind: a.payload["incident"] for a in session.scalars(select(Alert))}
+    assert by_kind["drift.covariate"] == {"windows": [1, 2], "open": False, "closed_by_window": 3}
+    assert by_kind["drift.label"] == {"windows": [2, 3], "open": True, "closed_by_window": None}
+
+
+def test_a_retried_window_is_recorded_once(service) -> None:
+    alerts = _play(service, [("concept", True)])
+    assert alerts[0]["incident"]["windows"] == [1]
+    with service.store.session() as session:
+        stream_id = session.scalars(select(Stream.id)).one()
+        again = WindowDrift(stream_id, "s", 1, _result("concept", True, 0.001), ["x"])
+        record_window(session, again)  # the learner died after raising it, the retry re-runs
+    with service.store.session() as session:
+        (alert,) = session.scalars(select(Alert)).all()
+        assert alert.payload["incident"]["windows"] == [1]
+
+
+def test_an_untested_window_ends_the_incident(service) -> None:
+    with service.store.session() as session:
+        stream = Stream(name="s", classes=[0, 1], channels=1, size=8)
+        session.add(stream)
+        session.flush()
+        stream_id = stream.id
+    for window in (1, 2, 5):  # windows 3 and 4 had no covariate verdict
+        with service.store.session() as session:
+            result = _result("covariate", True, 0.001)
+            record_window(session, WindowDrift(stream_id, "s", window, result, []))
+    with service.store.session() as session:
+        first, second = (a.payload["incident"] for a in session.scalars(select(Alert)))
+    assert first == {"windows": [1, 2], "open": False, "closed_by_window": 3}
+    assert second == {"windows": [5], "open": True, "closed_by_window": None}

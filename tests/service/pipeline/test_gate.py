@@ -1,0 +1,217 @@
+import numpy as np
+import pytest
+
+from service.pipeline.gate import GateSettings, run_gate
+
+
+def _predictions(rng, y, accuracy):
+    wrong = rng.random(len(y)) > accuracy
+    return np.where(wrong, (y + 1) % 10, y)
+
+
+def test_same_model_passes() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 600)
+    groups = np.array(["A", "B"] * 300)
+    pred = _predictions(rng, y, 0.9)
+    report = run_gate(y, pred, pred, groups, np.ones(600), GateSettings())
+    assert report.passed and report.reasons == []
+    assert {c.verdict for c in report.groups} == {"pass"}
+
+
+def test_regression_in_one_group_fails_and_names_it() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 10, 800)
+    groups = np.array(["A", "B"] * 400)
+    champion = _predictions(rng, y, 0.9)
+    candidate = champion.copy()
+    b = np.flatnonzero(groups == "B")
+    flip = rng.choice(b, size=80, replace=False)  # about 20 points worse on B
+    candidate[flip] = (y[flip] + 1) % 10
+    report = run_gate(y, champion, candidate, groups, np.ones(800), GateSettings())
+    assert not report.passed
+    assert report.failed_groups == ["B"]
+    by = {c.subject: c for c in report.groups}
+    assert by["B"].difference < -0.1 and by["B"].interval[1] < 0
+    assert by["A"].verdict == "pass"
+    assert report.reasons[0].startswith("group B: accuracy fell by")
+
+
+def test_small_group_is_reported_but_not_decisive() -> None:
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 10, 410)
+    groups = np.array(["A"] * 400 + ["tiny"] * 10)
+    champion = y.copy()
+    champion[:10] = (y[:10] + 1) % 10  # the candidate mends 10 of A's samples ...
+    candidate = y.copy()
+    candidate[400:] = (y[400:] + 1) % 10  # ... and gets the tiny group all wrong
+    report = run_gate(
+        y, champion, candidate, groups, np.ones(410), GateSettings(max_gap_increase=1.0)
+    )
+    tiny = next(c for c in report.groups if c.subject == "tiny")
+    assert tiny.verdict == "not decisive" and tiny.n == 10
+    assert tiny.reason == "10 samples, fewer than 30"
+    assert report.windows[0].difference == 0.0  # the window as a whole is unchanged
+    assert report.passed
+
+
+def test_widening_gap_fails() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 10, 2000)
+    groups = np.array(["A", "B"] * 1000)
+    champion = _predictions(rng, y, 0.85)
+    candidate = champion.copy()
+    a = np.flatnonzero((groups == "A") & (champion != y))
+    candidate[a] = y[a]  # A gets perfect: the gap widens by ~15 points, nobody worse
+    report = run_gate(y, champion, candidate, groups, np.ones(2000), GateSettings())
+    assert not report.passed
+    assert "gap widened" in report.reasons[0]
+    assert report.failed_groups == ["B"]  # nobody got worse: the gap failure names the worst group
+
+
+def test_holm_rejects_step_down() -> None:
+    from service.pipeline.gate import _holm
+
+    assert _holm({"a": 0.001, "b": 0.02, "c": 0.04}, 0.05) == {"a", "b", "c"}
+    assert _holm({"a": 0.001, "b": 0.03, "c": 0.04}, 0.05) == {"a"}  # 0.03 > 0.05 / 2
+    assert _holm({"a": 0.03, "b": 0.04}, 0.05) == set()  # 0.03 > 0.05 / 2
+
+
+def test_report_carries_p_values() -> None:
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 10, 400)
+    pred = _predictions(rng, y, 0.9)
+    report = run_gate(y, pred, pred, np.array(["A", "B"] * 200), np.ones(400), GateSettings())
+    assert all(c.p_value == 1.0 for c in report.groups)  # identical: no evidence of harm
+
+
+def test_report_has_precision_recall_f1_auc_per_group() -> None:
+    rng = np.random.default_rng(6)
+    y = rng.integers(0, 10, 300)
+    proba = rng.random((300, 10))
+    proba[np.arange(300), y] += 2.0  # informative scores
+    proba /= proba.sum(axis=1, keepdims=True)
+    pred = proba.argmax(axis=1)
+    groups = np.array(["A", "B", "C"] * 100)
+    report = run_gate(
+        y,
+        pred,
+        pred,
+        groups,
+        np.ones(300),
+        GateSettings(),
+        champion_proba=proba,
+        candidate_proba=proba,
+    )
+    for model in ("champion", "candidate"):
+        for group in ("A", "B", "C"):
+            row = report.metrics[model][group]
+            assert set(row) == {"accuracy", "precision", "recall", "f1", "auc"}
+            assert row["accuracy"] == 1.0 and row["f1"] == 1.0 and row["auc"] > 0.99
+
+
+def _windows_stream(rng, per_window: int = 200, n_windows: int = 4):
+    """Labels, groups (A, B alternating) and window numbers 1..n_windows of a holdout."""
+    n = per_window * n_windows
+    y = rng.integers(0, 10, n)
+    groups = np.array(["A", "B"] * (n // 2))
+    windows = np.repeat(np.arange(1, n_windows + 1), per_window)
+    return y, groups, windows
+
+
+def test_a_candidate_that_forgets_an_earlier_window_is_rejected_naming_it() -> None:
+    rng = np.random.default_rng(7)
+    y, groups, windows = _windows_stream(rng)
+    champion = _predictions(rng, y, 0.85)
+    candidate = champion.copy()
+    # Window 1 is forgotten: 30 of its 200 samples (both groups) go wrong, 15 points ...
+    right_in_1 = np.flatnonzero((windows == 1) & (champion == y))
+    forgot = rng.choice(right_in_1, size=30, replace=False)
+    candidate[forgot] = (y[forgot] + 1) % 10
+    # ... while the later windows improve, so that no group is worse overall.
+    wrong_later = np.flatnonzero((windows > 1) & (champion != y))
+    learnt = rng.choice(wrong_later, size=30, replace=False)
+    candidate[learnt] = y[learnt]
+    report = run_gate(y, champion, candidate, groups, windows, GateSettings())
+    groups_by = {c.subject: c for c in report.groups}
+    assert all(c.verdict == "pass" for c in report.groups), groups_by
+    assert not report.passed and report.regressed
+    assert report.failed_windows == ["window 1"]
+    assert report.failed_groups == []  # no group, and not the gap: the window failed
+    by = {c.subject: c for c in report.windows}
+    assert set(by) == {"window 1", "window 2", "window 3", "window 4"}
+    w1 = by["window 1"]
+    assert (w1.n, w1.verdict) == (200, "fail")
+    assert w1.difference == -0.15 and w1.candidate == w1.champion - 0.15
+    assert w1.interval[0] < -0.15 < w1.interval[1] < 0
+    assert w1.p_value is not None and w1.p_value < 0.001
+    assert [r.split(":")[0] for r in report.reasons] == ["window 1"]
+    assert report.reasons[0].startswith("window 1: accuracy fell by 0.150")
+    assert all(by[f"window {w}"].verdict == "pass" for w in (2, 3, 4))
+    assert all(by[f"window {w}"].difference > 0 for w in (2, 3, 4))
+
+
+def test_a_candidate_that_keeps_every_window_passes() -> None:
+    rng = np.random.default_rng(8)
+    y, groups, windows = _windows_stream(rng)
+    champion = _predictions(rng, y, 0.85)
+    candidate = champion.copy()
+    # It learns the newest window and churns a little elsewhere (as much mended as broken).
+    wrong_4 = np.flatnonzero((windows == 4) & (champion != y))
+    candidate[wrong_4[:20]] = y[wrong_4[:20]]
+    for w in (1, 2, 3):
+        right = np.flatnonzero((windows == w) & (champion == y))[:3]
+        wrong = np.flatnonzero((windows == w) & (champion != y))[:3]
+        candidate[right] = (y[right] + 1) % 10
+        candidate[wrong] = y[wrong]
+    report = run_gate(y, champion, candidate, groups, windows, GateSettings())
+    assert report.passed and report.reasons == [] and not report.regressed
+    assert [c.verdict for c in report.windows] == ["pass"] * 4
+    assert [c.n for c in report.windows] == [200] * 4
+    assert all(c.reason.startswith("difference ") for c in report.windows)
+
+
+def test_small_windows_are_reported_but_not_decisive() -> None:
+    rng = np.random.default_rng(9)
+    y = rng.integers(0, 10, 420)
+    groups = np.array(["A", "B"] * 210)
+    windows = np.array([1] * 400 + [2] * 20)
+    champion = y.copy()
+    champion[:20] = (y[:20] + 1) % 10  # the candidate mends 20 samples of window 1 ...
+    candidate = y.copy()
+    candidate[400:] = (y[400:] + 1) % 10  # ... and forgets all 20 of the small window 2
+    report = run_gate(y, champion, candidate, groups, windows, GateSettings())
+    by = {c.subject: c for c in report.windows}
+    assert (by["window 2"].verdict, by["window 2"].n) == ("not decisive", 20)
+    assert by["window 2"].difference == -1.0
+    assert by["window 2"].reason == "20 samples, fewer than 30"
+    assert report.passed
+
+
+def test_windows_share_one_holm_family_with_the_groups() -> None:
+    """Groups A, B and windows 1, 2 are four tests: each p lies between 0.05 / 4 and 0.05 / 2.
+
+    Holm over the two groups alone would reject both; over the family of four it rejects
+    none, and every interval is a Bonferroni interval for four comparisons.
+    """
+    from scipy.stats import norm
+
+    cells = [(g, w) for g in ("A", "B") for w in (1, 2)]
+    groups = np.repeat([g for g, _ in cells], 1000)
+    windows = np.repeat([w for _, w in cells], 1000)
+    y = np.tile(np.arange(1000) % 10, 4)
+    champion, candidate = y.copy(), y.copy()
+    for k in range(4):  # per cell: 22 samples the candidate breaks, 13 it mends
+        broken, mended = slice(1000 * k, 1000 * k + 22), slice(1000 * k + 22, 1000 * k + 35)
+        candidate[broken] = (y[broken] + 1) % 10
+        champion[mended] = (y[mended] + 1) % 10
+    report = run_gate(y, champion, candidate, groups, windows, GateSettings(tolerance=0.0))
+    slices = [*report.groups, *report.windows]
+    assert [c.subject for c in slices] == ["A", "B", "window 1", "window 2"]
+    assert all(0.05 / 4 < c.p_value < 0.05 / 2 for c in slices), [c.p_value for c in slices]
+    assert report.passed and [c.verdict for c in slices] == ["pass"] * 4
+    z = norm.ppf(1 - 0.05 / 4)
+    for c in slices:
+        diff = np.array([-1.0] * 44 + [1.0] * 26 + [0.0] * 1930)
+        se = diff.std(ddof=1) / np.sqrt(2000)
+        assert c.interval == pytest.approx((c.difference - z * se, c.difference + z * se))

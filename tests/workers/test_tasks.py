@@ -1,0 +1,105 @@
+"""The queue path on a real Redis broker with a real Celery worker (in a thread).
+
+The producer is a bare Celery client that sends by task name, as a producer that
+does not import learnstream would.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+from helpers import REDIS_URL, digit_samples, make_settings
+from sqlalchemy import func, select
+
+from service.context import Service, set_service
+from service.queries.listings import list_models, status
+from service.store.schema import Rejection
+from workers.app import QUEUES, configure
+
+DB = 11
+
+
+@pytest.fixture
+def queue_service(tmp_path) -> Iterator[tuple[Service, Celery]]:
+    url = f"{REDIS_URL}/{DB}"
+    redis.Redis.from_url(url).flushdb()
+    settings = make_settings(tmp_path, broker_url=url, result_backend=url, bootstrap_samples=120)
+    service = Service.from_settings(settings)
+    set_service(service)
+    app = configure(settings)
+    producer = Celery("producer", broker=url, backend=url)
+    producer.conf.update(task_serializer="json", accept_content=["json"])
+    with start_worker(
+        app, pool="solo", queues=list(QUEUES), perform_ping_check=False, shutdown_timeout=60
+    ):
+        yield service, producer
+    set_service(None)
+
+
+def _send(producer: Celery, name: str, queue: str, **kwargs):  # type: ignore[no-untyped-def]
+    return producer.send_task(name, kwargs=kwargs, queue=queue)
+
+
+def test_mixed_batch_through_the_queue(queue_service) -> None:
+    service, producer = queue_service
+    good = digit_samples(3)
+    batch = [good[0], {"image": "???", "label": 1, "group": "A"}, *good[1:]]
+    result = _send(producer, "learnstream.ingest", "ingest", stream="q", samples=batch).get(
+        timeout=60
+    )
+    assert result == {
+        "accepted": [s["id"] for s in good],
+        "duplicates": [],
+        "rejected": [{"index": 1, "reason": "image: not valid base64"}],
+    }
+    again = _send(producer, "learnstream.ingest", "ingest", stream="q", samples=good).get(
+        timeout=60
+    )
+    assert again["duplicates"] == [s["id"] for s in good] and again["accepted"] == []
+    assert status(service)["streams"]["q"]["samples"] == 3
+
+
+def test_unreadable_call_fails_once_and_is_recorded(queue_service) -> None:
+    service, producer = queue_service
+    async_result = _send(producer, "learnstream.ingest", "ingest", stream="q", samples="nope")
+    with pytest.raises(Exception, match="samples: must be a list, got str"):
+        async_result.get(timeout=60)
+    assert async_result.state == "FAILURE"
+    unknown = _send(producer, "learnstream.ingest", "ingest", stream="q", samples=[], colour=1)
+    with pytest.raises(Exception, match="unknown argument\\(s\\): colour"):
+        unknown.get(timeout=60)
+    with service.store.session() as session:
+        reasons = session.scalars(select(Rejection.reason).order_by(Rejection.id)).all()
+        assert reasons == ["samples: must be a list, got str", "unknown argument(s): colour"]
+        assert session.scalar(select(func.count()).select_from(Rejection)) == 2
+
+
+def test_windows_are_processed_and_predict_serves_the_champion(queue_service) -> None:
+    service, producer = queue_service
+    samples = digit_samples(256, seed=3)
+    for start in range(0, 256, 64):
+        _send(
+            producer,
+            "learnstream.ingest",
+            "ingest",
+            stream="q",
+            samples=samples[start : start + 64],
+        ).get(timeout=60)
+    deadline = time.monotonic() + 120
+    while status(service)["streams"]["q"]["windows"]["processed"] < 4:
+        assert time.monotonic() < deadline, status(service)
+        time.sleep(0.3)
+    champion = status(service)["streams"]["q"]["champion"]
+    assert champion is not None, [m["gate_report"] for m in list_models(service, "q")]
+    images = [s["image"] for s in samples[:5]]
+    answer = _send(producer, "learnstream.predict", "predict", stream="q", images=images).get(
+        timeout=60
+    )
+    assert answer["model_version"] == champion
+    assert len(answer["predictions"]) == 5
+    assert all(len(p["scores"]) == 10 and p["label"] in "0123456789" for p in answer["predictions"])
