@@ -380,7 +380,7 @@ def list_windows(service: Service, stream: str) -> list[dict[str, Any]]:
                 "opened_at": _iso(w.opened_at),
                 "closed_at": _iso(w.closed_at),
                 "processed_at": _iso(w.processed_at),
-                "champion_version": w.champion_version,
+                "champion_version": w.served_by,
                 "drifted": w.drifted,
                 "summary": w.summary,
             }

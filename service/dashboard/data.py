@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session
 
 from service.context import Service
 from service.queries.listings import list_alerts, list_drift, list_models
-from service.store.schema import Alert, Champion, Sample, Stream, Window, utcnow
+from service.store.schema import Alert, Sample, Stream, Window, utcnow
+from service.store.streams import champion_version
 
 SAMPLES_PER_INCIDENT = 8
 
@@ -55,9 +56,7 @@ def streams_overview(service: Service) -> list[dict[str, Any]]:
             rows.append(
                 {
                     "stream": stream.name,
-                    "champion": session.scalar(
-                        select(Champion.version).where(Champion.stream_id == stream.id)
-                    ),
+                    "champion": champion_version(session, stream.id),
                     "windows_processed": int(processed[0]),
                     "last_processed": _iso(processed[1]),
                     "open_alerts": session.scalar(
@@ -76,7 +75,7 @@ def stream_data(service: Service, stream: str) -> dict[str, Any]:
         record = service.store.stream(session, stream)
         classes = [str(c) for c in record.classes]
         windows = _windows(session, record.id)
-        champion = session.scalar(select(Champion.version).where(Champion.stream_id == record.id))
+        champion = champion_version(session, record.id)
     seq_of = {w["id"]: w["seq"] for w in windows}
     versions = [_version(m, seq_of) for m in list_models(service, stream)]
     alerts = list_alerts(service, stream)
@@ -122,7 +121,7 @@ def _windows(session: Session, stream_id: int) -> list[dict[str, Any]]:
                 "state": w.state,
                 "size": w.size,
                 "processed_at": _iso(w.processed_at),
-                "champion": w.champion_version,
+                "champion": w.served_by,
                 "drifted": w.drifted,
                 "accuracy": dict(summary.get("prequential_accuracy") or {}),
                 "drift": dict(summary.get("drift") or {}),

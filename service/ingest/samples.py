@@ -38,6 +38,7 @@ from service.store.schema import (
     utcnow,
     valid_stream_name,
 )
+from service.store.streams import lock_stream
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ def get_or_create_stream(store: Store, name: str, settings: Settings) -> Stream:
                 classes=list(settings.default_classes),
                 channels=settings.input_channels,
                 size=settings.input_size,
-                lock_version=0,
+                lock_ticks=0,
                 sample_count=0,
             )
             session.add(stream)
@@ -227,12 +228,7 @@ def commit_samples(
     """Insert new samples in one transaction, assigning windows in arrival order."""
     result = IngestResult()
     with store.session() as session:
-        last_seq = session.scalar(
-            update(Stream)
-            .where(Stream.id == stream_id)
-            .values(lock_version=Stream.lock_version + 1)
-            .returning(Stream.sample_count)
-        )
+        last_seq = lock_stream(session, stream_id)
         ids = [p.sample_id for p in prepared]
         existing = set(
             session.scalars(
@@ -357,11 +353,7 @@ def close_aged_windows(store: Store, settings: Settings) -> dict[str, list[int]]
             continue
         ids: list[int] = []
         with store.session() as session:
-            session.execute(
-                update(Stream)
-                .where(Stream.id == stream_id)
-                .values(lock_version=Stream.lock_version + 1)
-            )
+            lock_stream(session, stream_id)
             window = session.scalar(
                 select(Window).where(Window.stream_id == stream_id, Window.state == "open")
             )

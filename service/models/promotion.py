@@ -15,14 +15,15 @@ from sqlalchemy import func, select
 
 from service.context import Service
 from service.errors import InvalidRequest, ModelNotFound
-from service.store.schema import Champion, ModelVersion
+from service.store.schema import ModelVersion
+from service.store.streams import champion_version
 
 
 def rollback_target(service: Service, stream: str, to: int | None = None) -> tuple[int, int, int]:
     """``(stream_id, current champion, version to roll back to)``; raises when there is none."""
     with service.store.session() as session:
         record = service.store.stream(session, stream)
-        current = session.scalar(select(Champion.version).where(Champion.stream_id == record.id))
+        current = champion_version(session, record.id)
         if current is None:
             raise ModelNotFound(f"stream {stream!r} has no champion to roll back from")
         if to is None:

@@ -36,6 +36,7 @@ from service.store.schema import (
     utcnow,
     valid_stream_name,
 )
+from service.store.streams import champion_version
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ class Registry:
                     parent=parent,
                     strategy=strategy,
                     params=params,
-                    windows=windows,
+                    window_ids=windows,
                     digests=digests,
                     status="candidate",
                     path=str(final),
@@ -172,7 +173,7 @@ class Registry:
         """
         with self.store.session() as session:
             rows = session.execute(
-                select(ModelVersion.version, ModelVersion.windows).where(
+                select(ModelVersion.version, ModelVersion.window_ids).where(
                     ModelVersion.stream_id == stream.id, ModelVersion.status == "candidate"
                 )
             ).all()
@@ -230,7 +231,7 @@ class Registry:
     def champion(self, stream_id: int) -> int | None:
         """The champion version of a stream, or ``None`` before the first promotion."""
         with self.store.session() as session:
-            return session.scalar(select(Champion.version).where(Champion.stream_id == stream_id))
+            return champion_version(session, stream_id)
 
     def promote(
         self, stream_id: int, version: int, *, by: str, reason: str, report: dict | None = None

@@ -34,7 +34,8 @@ from service.context import Service
 from service.models.registry import LoadedVersion
 from service.pipeline.gate import GateReport, GateSettings, run_gate
 from service.store.batches import Batch, concat, load_batch
-from service.store.schema import DriftReport, Stream, Window, utcnow
+from service.store.schema import DriftReport, Window, utcnow
+from service.store.streams import lock_stream
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +92,7 @@ def claim_next_window(service: Service, stream_id: int) -> int | None:
     """Claim the oldest closed window of a stream unless another is being processed."""
     stale = utcnow() - timedelta(seconds=service.settings.window_claim_timeout)
     with service.store.session() as session:
-        session.execute(
-            update(Stream)
-            .where(Stream.id == stream_id)
-            .values(lock_version=Stream.lock_version + 1)
-        )
+        lock_stream(session, stream_id)
         busy = session.scalar(
             select(Window.id).where(
                 Window.stream_id == stream_id,
@@ -202,7 +199,7 @@ class WindowProcessor:
         with self.store.session() as session:
             window = session.get(Window, self.window.id)
             window.state, window.processed_at = "processed", utcnow()
-            window.champion_version = self.champion_version
+            window.served_by = self.champion_version
             window.drifted = self.outcome.drifted
             window.summary = self.outcome.to_dict()
         log.info(
@@ -230,7 +227,7 @@ class WindowProcessor:
                     select(Window.id).where(
                         Window.stream_id == self.stream.id,
                         Window.state == "processed",
-                        Window.champion_version.is_(None),
+                        Window.served_by.is_(None),
                     )
                 )
             )
@@ -307,7 +304,7 @@ class WindowProcessor:
                 .where(
                     Window.stream_id == self.stream.id,
                     Window.state == "processed",
-                    Window.champion_version == champion.version,
+                    Window.served_by == champion.version,
                     Window.drifted.is_(False),
                 )
                 .order_by(Window.seq.desc())

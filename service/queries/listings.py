@@ -21,6 +21,7 @@ from service.store.schema import (
     as_utc,
     utcnow,
 )
+from service.store.streams import champion_version
 
 RATE_WINDOW_S = 60.0
 
@@ -81,9 +82,7 @@ def status(service: Service) -> dict[str, Any]:
                     "closed": states.get("closed", 0) + states.get("processing", 0),
                     "processed": states.get("processed", 0),
                 },
-                "champion": session.scalar(
-                    select(Champion.version).where(Champion.stream_id == stream.id)
-                ),
+                "champion": champion_version(session, stream.id),
                 "backlog": _backlog(session, stream.id),
             }
     return {"streams": streams}
@@ -126,7 +125,7 @@ def list_models(service: Service, stream: str) -> list[dict[str, Any]]:
     """Every version of a stream with its lineage and status, oldest first."""
     with service.store.session() as session:
         record = service.store.stream(session, stream)
-        champion = session.scalar(select(Champion.version).where(Champion.stream_id == record.id))
+        champion = champion_version(session, record.id)
         rows = session.scalars(
             select(ModelVersion)
             .where(ModelVersion.stream_id == record.id)
@@ -140,7 +139,7 @@ def list_models(service: Service, stream: str) -> list[dict[str, Any]]:
                 "champion": m.version == champion,
                 "strategy": m.strategy,
                 "params": m.params,
-                "windows": m.windows,
+                "windows": m.window_ids,
                 "digests": m.digests,
                 "gate_report": m.gate_report,
                 "created_at": m.created_at.isoformat(),

@@ -260,7 +260,7 @@ def _latest_summaries(session: Session, champion_only: bool) -> list[tuple[int, 
     """The summary of each stream's latest processed window (that a champion served)."""
     query = select(Window.stream_id, func.max(Window.seq)).where(Window.state == "processed")
     if champion_only:
-        query = query.where(Window.champion_version.is_not(None))
+        query = query.where(Window.served_by.is_not(None))
     latest = session.execute(query.group_by(Window.stream_id)).all()
     rows = []
     for stream_id, seq in latest:

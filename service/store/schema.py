@@ -55,9 +55,9 @@ class Stream(Base):
     classes: Mapped[list[Any]] = mapped_column(JSON)
     channels: Mapped[int] = mapped_column(Integer)
     size: Mapped[int] = mapped_column(Integer)
-    # Bumped by every ingest transaction: its UPDATE takes the row lock (PostgreSQL) or the
-    # write lock (SQLite) first, which serialises window assignment within a stream.
-    lock_version: Mapped[int] = mapped_column(Integer, default=0)
+    # Bumped by every transaction that takes the stream's lock (``store.streams.lock_stream``):
+    # its UPDATE takes the row lock (PostgreSQL) or the write lock (SQLite) first.
+    lock_ticks: Mapped[int] = mapped_column("lock_version", Integer, default=0)
     # Samples accepted so far: the last sample's ``seq``, read and bumped under that lock.
     sample_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -97,7 +97,8 @@ class Window(Base):
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    champion_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The champion that scored (served) this window while it was processed.
+    served_by: Mapped[int | None] = mapped_column("champion_version", Integer, nullable=True)
     drifted: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
@@ -112,7 +113,8 @@ class ModelVersion(Base):
     parent: Mapped[int | None] = mapped_column(Integer, nullable=True)
     strategy: Mapped[str] = mapped_column(String(32))
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
-    windows: Mapped[list[Any]] = mapped_column(JSON)
+    # Database ids of the windows trained on (views show their numbers, ``Window.seq``).
+    window_ids: Mapped[list[Any]] = mapped_column("windows", JSON)
     digests: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16))
     gate_report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
