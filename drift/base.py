@@ -9,57 +9,54 @@ confined to one small group is found even when the overall mix hides it.
 
 The statistical backend (alibi-detect today, under the Business Source License)
 sits behind :class:`GroupedCovariateDetector`'s two hooks, ``_configure`` and
-``_score``, so that it can be replaced without touching callers.
+``_score``, so that it can be replaced without touching callers; the per-group
+family and its correction are :func:`drift.bonferroni.grouped_test`.
 """
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any, ClassVar, TypedDict, Unpack
 
 import numpy as np
 import torch
 
-from drift.result import DriftResult, GroupVerdict
+from drift.bonferroni import grouped_test
+from drift.result import DriftResult
 
 INSTALL_HINT = "alibi-detect with the torch backend is needed: pip install 'alibi-detect[torch]'"
-TOO_FEW = "too few samples"
 
 
-@runtime_checkable
-class CovariateDetector(Protocol):
-    """What the service relies on: built once per reference, then ``test`` per window."""
+def alibi_detector(name: str, x_ref: np.ndarray, **options: Any) -> Any:
+    """alibi-detect's detector ``alibi_detect.cd.<name>`` on ``x_ref``, imported only now.
 
-    detector: str
+    Raises ImportError with :data:`INSTALL_HINT` when alibi-detect is not installed.
+    """
+    try:
+        from alibi_detect import cd
+    except ImportError as exc:  # pragma: no cover - guarded optional backend
+        raise ImportError(INSTALL_HINT) from exc
+    return getattr(cd, name)(x_ref, **options)
+
+
+class DetectorOptions(TypedDict, total=False):
+    """The keyword settings every grouped detector takes (see :class:`GroupedCovariateDetector`)."""
+
     p_value: float
     min_group_size: int
-    seed: int
     feature_space: str
-
-    @property
-    def n_reference(self) -> int: ...
-
-    def test(self, x: np.ndarray, groups: Sequence[str]) -> DriftResult: ...
-
-
-def bonferroni_threshold(p_value: float, n_tests: int) -> float:
-    """The per-test level that keeps the family-wise error at ``p_value`` over ``n_tests`` tests.
-
-    >>> bonferroni_threshold(0.01, 4)
-    0.0025
-    """
-    return p_value / max(n_tests, 1)
 
 
 class GroupedCovariateDetector(ABC):
     """Overall and per-group two-sample tests against a fixed reference, Bonferroni-corrected.
 
     Subclasses supply the test: ``_configure`` builds a backend from reference rows
-    (once, at construction, under the seed) and ``_score`` returns the statistic and
-    p-value of a window against one such backend (under the seed again, so a
-    window's result is reproducible).
+    (once, at construction) and ``_score`` returns the statistic and p-value of a
+    window against one such backend. A test with a random part overrides ``_seeded``
+    so that both run under its seed and a window's result is reproducible.
 
     Parameters
     ----------
@@ -68,11 +65,10 @@ class GroupedCovariateDetector(ABC):
     groups_ref
         The group of each reference row.
     p_value
-        Family-wise significance before the correction for the number of tests.
+        Family-wise significance before the correction for the number of tests (a
+        subclass may correct within its test too, as KS does over features).
     min_group_size
         Samples a group needs in both reference and window to be tested on its own.
-    seed
-        Seed of every random choice (permutations, kernel centres).
     feature_space
         Name of the space the features live in, recorded in each result.
     """
@@ -86,7 +82,6 @@ class GroupedCovariateDetector(ABC):
         *,
         p_value: float = 0.01,
         min_group_size: int = 20,
-        seed: int = 0,
         feature_space: str = "penultimate",
     ) -> None:
         if len(x_ref) != len(groups_ref):
@@ -97,12 +92,10 @@ class GroupedCovariateDetector(ABC):
             raise ValueError(f"p_value must lie in (0, 1), got {p_value}")
         self.p_value = p_value
         self.min_group_size = min_group_size
-        self.seed = seed
         self.feature_space = feature_space
         self._x_ref = np.asarray(x_ref, dtype=np.float32)
         self._groups_ref = np.asarray(groups_ref)
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
+        with self._seeded():
             self._overall = self._configure(self._x_ref)
             self._by_group = {
                 str(g): self._configure(self._x_ref[self._groups_ref == g])
@@ -118,6 +111,10 @@ class GroupedCovariateDetector(ABC):
     def _score(self, backend: Any, x: np.ndarray) -> tuple[float, float]:
         """The test statistic and p-value of window rows ``x`` against ``backend``."""
 
+    def _seeded(self) -> AbstractContextManager[None]:
+        """The context configuring and scoring run in: none for a test with no random part."""
+        return nullcontext()
+
     @property
     def n_reference(self) -> int:
         """Rows in the reference."""
@@ -128,72 +125,87 @@ class GroupedCovariateDetector(ABC):
         started = time.perf_counter()
         x = np.asarray(x, dtype=np.float32)
         groups_arr = np.asarray(groups)
-        testable = [
-            g
-            for g in sorted(set(groups_arr.tolist()))
-            if g in self._by_group and (groups_arr == g).sum() >= self.min_group_size
-        ]
-        threshold = bonferroni_threshold(self.p_value, 1 + len(testable))
-        with torch.random.fork_rng():
-            torch.manual_seed(self.seed)
-            stat_all, p_all = self._score(self._overall, x)
-            per_group: dict[str, GroupVerdict] = {}
-            for g in sorted(set(groups_arr.tolist()) | set(self._groups_ref.tolist())):
-                n_win = int((groups_arr == g).sum())
-                n_ref = int((self._groups_ref == g).sum())
-                if g not in testable:
-                    per_group[g] = GroupVerdict(
-                        False, None, None, n_ref, n_win, tested=False, note=TOO_FEW
-                    )
-                    continue
-                stat_g, p_g = self._score(self._by_group[g], x[groups_arr == g])
-                per_group[g] = GroupVerdict(
-                    bool(p_g < threshold), float(stat_g), float(p_g), n_ref, n_win
-                )
-        is_drift = p_all < threshold or any(v.is_drift for v in per_group.values())
+
+        def score(group: str | None) -> tuple[float, float]:
+            if group is None:
+                return self._score(self._overall, x)
+            return self._score(self._by_group[group], x[groups_arr == group])
+
+        with self._seeded():
+            tested = grouped_test(
+                self._groups_ref,
+                groups_arr,
+                score,
+                p_value=self.p_value,
+                min_group_size=self.min_group_size,
+            )
         return DriftResult(
             kind="covariate",
             detector=self.detector,
-            is_drift=bool(is_drift),
-            statistic=float(stat_all),
-            p_value=float(p_all),
-            threshold=threshold,
+            is_drift=tested.is_drift,
+            statistic=tested.statistic,
+            p_value=tested.p_value,
+            threshold=tested.threshold,
             feature_space=self.feature_space,
             n_reference=self.n_reference,
             n_window=len(x),
-            per_group=per_group,
+            per_group=tested.per_group,
             seconds=time.perf_counter() - started,
         )
 
 
 class PermutationCovariateDetector(GroupedCovariateDetector):
-    """A grouped detector whose p-values come from a permutation test.
+    """A grouped detector whose p-values come from a permutation test on alibi-detect's kernel.
 
+    Subclasses name the alibi-detect detector (``backend``, built with ``backend_options``
+    on the torch backend) and score a window with their own vectorised permutation test.
     Keep ``1 / n_permutations`` well below the corrected threshold, or the smallest
     attainable p-value cannot cross it.
+
+    Parameters
+    ----------
+    n_permutations
+        Permutations of each test.
+    seed
+        Seed of every random choice (permutations, kernel centres).
+    **options
+        Those of :class:`GroupedCovariateDetector`.
     """
+
+    backend: ClassVar[str]
+    backend_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
         x_ref: np.ndarray,
         groups_ref: Sequence[str],
         *,
-        p_value: float = 0.01,
         n_permutations: int = 500,
-        min_group_size: int = 20,
         seed: int = 0,
-        feature_space: str = "penultimate",
+        **options: Unpack[DetectorOptions],
     ) -> None:
         if n_permutations < 1:
             raise ValueError(f"n_permutations must be at least 1, got {n_permutations}")
         self.n_permutations = n_permutations
-        super().__init__(
+        self.seed = seed
+        super().__init__(x_ref, groups_ref, **options)
+
+    @contextmanager
+    def _seeded(self) -> Iterator[None]:
+        """Torch's global generator seeded with ``seed``, restored afterwards."""
+        with torch.random.fork_rng():
+            torch.manual_seed(self.seed)
+            yield
+
+    def _configure(self, x_ref: np.ndarray) -> Any:
+        return alibi_detector(
+            self.backend,
             x_ref,
-            groups_ref,
-            p_value=p_value,
-            min_group_size=min_group_size,
-            seed=seed,
-            feature_space=feature_space,
+            backend="pytorch",
+            p_val=self.p_value,
+            n_permutations=self.n_permutations,
+            device="cpu",
+            **self.backend_options,
         )
 
 

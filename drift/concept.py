@@ -22,20 +22,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any
 
 import numpy as np
 
+from drift.names import CONCEPT_DETECTORS, ConceptDetectorName, unknown_message
 from drift.result import DriftResult, GroupVerdict
 
-ConceptDetector = Literal["adwin", "page_hinkley"]
-CONCEPT_DETECTORS: tuple[str, ...] = ("adwin", "page_hinkley")
-UNKNOWN_CONCEPT_DETECTOR = "unknown concept detector {name!r}; known detectors: " + ", ".join(
-    repr(name) for name in CONCEPT_DETECTORS
-)
+UNKNOWN_CONCEPT_DETECTOR = unknown_message("concept detector", CONCEPT_DETECTORS)
 
 
-def _adwin(delta: float):  # type: ignore[no-untyped-def]
+def _adwin(delta: float) -> Any:
     from river.drift import ADWIN
 
     # clock=1 looks for a cut after every update: a window holds only a few hundred
@@ -43,7 +40,7 @@ def _adwin(delta: float):  # type: ignore[no-untyped-def]
     return ADWIN(delta=delta, clock=1)
 
 
-def _page_hinkley(delta: float, threshold: float):  # type: ignore[no-untyped-def]
+def _page_hinkley(delta: float, threshold: float) -> Any:
     from river.drift import PageHinkley
 
     # mode="up": only a rise of the error rate is a change worth an alarm.
@@ -55,7 +52,7 @@ def concept_drift(
     current: Mapping[str, Sequence[bool]],
     *,
     delta: float = 0.002,
-    detector: ConceptDetector = "adwin",
+    detector: ConceptDetectorName = "adwin",
     ph_threshold: float = 50.0,
 ) -> DriftResult:
     """ADWIN or Page-Hinkley per group over ``history`` then ``current`` (True marks an error).

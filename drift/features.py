@@ -20,8 +20,6 @@ import numpy as np
 import torch
 from torch import nn
 
-FEATURE_SPACES: tuple[str, ...] = ("penultimate", "encoder")
-
 
 class HasFeatures(Protocol):
     """A model exposing its penultimate layer, as ``learners.models.SmallCNN`` does."""
@@ -29,6 +27,8 @@ class HasFeatures(Protocol):
     def features(self, x: torch.Tensor) -> torch.Tensor: ...
 
     def eval(self) -> object: ...
+
+    def train(self, mode: bool = True) -> object: ...
 
     @property
     def training(self) -> bool: ...
@@ -43,7 +43,7 @@ def penultimate_features(model: HasFeatures, x: torch.Tensor, batch_size: int = 
         for start in range(0, len(x), batch_size):
             chunks.append(model.features(x[start : start + batch_size]).float())
     if was_training:
-        model.train()  # type: ignore[attr-defined]
+        model.train()
     if not chunks:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(chunks).numpy().astype(np.float32, copy=False)

@@ -1,4 +1,7 @@
-"""Label (prior probability) shift: a chi-square test on label counts, overall and per group."""
+"""Label (prior probability) shift: a chi-square test on label counts, overall and per group.
+
+The groups and their Bonferroni correction are those of :func:`drift.bonferroni.grouped_test`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.stats import chi2_contingency
 
-from drift.result import DriftResult, GroupVerdict
+from drift.bonferroni import grouped_test
+from drift.result import DriftResult
 
 
 def _chi_square(ref: np.ndarray, win: np.ndarray, n_classes: int) -> tuple[float, float]:
@@ -42,32 +46,23 @@ def label_shift(
     started = time.perf_counter()
     ref_y, win_y = np.asarray(ref_labels, dtype=np.int64), np.asarray(labels, dtype=np.int64)
     ref_g, win_g = np.asarray(ref_groups), np.asarray(groups)
-    names = sorted(set(ref_g.tolist()) | set(win_g.tolist()))
-    testable = [
-        g
-        for g in names
-        if (ref_g == g).sum() >= min_group_size and (win_g == g).sum() >= min_group_size
-    ]
-    threshold = p_value / (1 + len(testable))
-    statistic, p_all = _chi_square(ref_y, win_y, n_classes)
-    per_group: dict[str, GroupVerdict] = {}
-    for g in names:
-        n_ref, n_win = int((ref_g == g).sum()), int((win_g == g).sum())
-        if g not in testable:
-            per_group[g] = GroupVerdict(False, None, None, n_ref, n_win, False, "too few samples")
-            continue
-        stat_g, p_g = _chi_square(ref_y[ref_g == g], win_y[win_g == g], n_classes)
-        per_group[g] = GroupVerdict(p_g < threshold, stat_g, p_g, n_ref, n_win)
+
+    def score(group: str | None) -> tuple[float, float]:
+        if group is None:
+            return _chi_square(ref_y, win_y, n_classes)
+        return _chi_square(ref_y[ref_g == group], win_y[win_g == group], n_classes)
+
+    tested = grouped_test(ref_g, win_g, score, p_value=p_value, min_group_size=min_group_size)
     return DriftResult(
         kind="label",
         detector="chi2",
-        is_drift=bool(p_all < threshold or any(v.is_drift for v in per_group.values())),
-        statistic=statistic,
-        p_value=p_all,
-        threshold=threshold,
+        is_drift=tested.is_drift,
+        statistic=tested.statistic,
+        p_value=tested.p_value,
+        threshold=tested.threshold,
         feature_space="labels",
         n_reference=len(ref_y),
         n_window=len(win_y),
-        per_group=per_group,
+        per_group=tested.per_group,
         seconds=time.perf_counter() - started,
     )

@@ -16,24 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from drift.base import INSTALL_HINT, PermutationCovariateDetector, permutation_mask
+from drift.base import PermutationCovariateDetector, permutation_mask
 
 
-def _lsdd(x_ref: np.ndarray, p_value: float, n_permutations: int):  # type: ignore[no-untyped-def]
-    try:
-        from alibi_detect.cd import LSDDDrift
-    except ImportError as exc:  # pragma: no cover - guarded optional backend
-        raise ImportError(INSTALL_HINT) from exc
-    return LSDDDrift(
-        x_ref,
-        backend="pytorch",
-        p_val=p_value,
-        n_permutations=n_permutations,
-        device="cpu",
-    )
-
-
-def _permutation_test(detector, x: np.ndarray, n_permutations: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def _permutation_test(detector: Any, x: np.ndarray, n_permutations: int) -> tuple[float, float]:
     """LSDD and its permutation p-value, from alibi-detect's kernel model and estimator.
 
     alibi-detect's ``score`` gathers a copy of the (samples x centres) kernel matrix for
@@ -76,30 +62,13 @@ def _permutation_test(detector, x: np.ndarray, n_permutations: int) -> tuple[flo
 class LSDDCovariateDetector(PermutationCovariateDetector):
     """LSDD two-sample test of a window's features against a fixed reference.
 
-    Parameters
-    ----------
-    x_ref
-        Reference features ``(n, d)``: held-out samples, never training samples.
-    groups_ref
-        The group of each reference row.
-    p_value
-        Significance before the correction for the number of tests.
-    n_permutations
-        Permutations of the test; keep ``1 / n_permutations`` well below the corrected threshold.
-    min_group_size
-        Samples a group needs in both reference and window to be tested on its own.
-        A group's model has ``n // 20`` kernel centres (at least one), so small groups
-        get a coarse model.
-    seed
-        Seed of the kernel-centre choice and of the permutations.
-    feature_space
-        Name of the feature space, recorded in each result.
+    Takes the parameters of :class:`drift.base.PermutationCovariateDetector`; its
+    ``seed`` seeds the kernel-centre choice and the permutations. A group's model has
+    ``n // 20`` kernel centres (at least one), so small groups get a coarse model.
     """
 
     detector = "lsdd"
-
-    def _configure(self, x_ref: np.ndarray) -> Any:
-        return _lsdd(x_ref, self.p_value, self.n_permutations)
+    backend = "LSDDDrift"
 
     def _score(self, backend: Any, x: np.ndarray) -> tuple[float, float]:
         return _permutation_test(backend, x, self.n_permutations)

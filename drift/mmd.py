@@ -10,32 +10,15 @@ so a shift in one small group is found even when the overall mix hides it
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from drift.base import INSTALL_HINT, PermutationCovariateDetector, permutation_mask
-
-__all__ = ["INSTALL_HINT", "MMDCovariateDetector"]
+from drift.base import PermutationCovariateDetector, permutation_mask
 
 
-def _mmd(x_ref: np.ndarray, p_value: float, n_permutations: int):  # type: ignore[no-untyped-def]
-    try:
-        from alibi_detect.cd import MMDDrift
-    except ImportError as exc:  # pragma: no cover - guarded optional backend
-        raise ImportError(INSTALL_HINT) from exc
-    return MMDDrift(
-        x_ref,
-        backend="pytorch",
-        p_val=p_value,
-        n_permutations=n_permutations,
-        device="cpu",
-        configure_kernel_from_x_ref=True,
-    )
-
-
-def _permutation_test(detector, x: np.ndarray, n_permutations: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def _permutation_test(detector: Any, x: np.ndarray, n_permutations: int) -> tuple[float, float]:
     """MMD^2 and its permutation p-value, from alibi-detect's kernel and statistic.
 
     alibi-detect's own permutation loop copies the whole re-indexed kernel matrix once
@@ -48,10 +31,10 @@ def _permutation_test(detector, x: np.ndarray, n_permutations: int) -> tuple[flo
     from alibi_detect.utils.pytorch.distance import mmd2_from_kernel_matrix
 
     backend = detector._detector
-    x_ref, x = backend.preprocess(x)
-    x_ref, x = torch.from_numpy(x_ref), torch.from_numpy(x)
-    m = x.shape[0]
-    kernel = backend.kernel_matrix(x_ref, x)
+    ref_rows, win_rows = backend.preprocess(x)
+    x_ref, x_win = torch.from_numpy(ref_rows), torch.from_numpy(win_rows)
+    m = x_win.shape[0]
+    kernel = backend.kernel_matrix(x_ref, x_win)
     kernel = kernel - torch.diag(kernel.diag())
     mmd2 = float(mmd2_from_kernel_matrix(kernel, m, permute=False, zero_diag=False))
     total = kernel.shape[0]
@@ -71,28 +54,13 @@ def _permutation_test(detector, x: np.ndarray, n_permutations: int) -> tuple[flo
 class MMDCovariateDetector(PermutationCovariateDetector):
     """MMD two-sample test of a window's features against a fixed reference.
 
-    Parameters
-    ----------
-    x_ref
-        Reference features ``(n, d)``: held-out samples, never training samples.
-    groups_ref
-        The group of each reference row.
-    p_value
-        Significance before the correction for the number of tests.
-    n_permutations
-        Permutations of the test; keep ``1 / n_permutations`` well below the corrected threshold.
-    min_group_size
-        Samples a group needs in both reference and window to be tested on its own.
-    seed
-        Seed of the permutations.
-    feature_space
-        Name of the feature space, recorded in each result.
+    Takes the parameters of :class:`drift.base.PermutationCovariateDetector`; its
+    ``seed`` seeds the permutations.
     """
 
     detector = "mmd"
-
-    def _configure(self, x_ref: np.ndarray) -> Any:
-        return _mmd(x_ref, self.p_value, self.n_permutations)
+    backend = "MMDDrift"
+    backend_options: ClassVar[dict[str, Any]] = {"configure_kernel_from_x_ref": True}
 
     def _score(self, backend: Any, x: np.ndarray) -> tuple[float, float]:
         return _permutation_test(backend, x, self.n_permutations)

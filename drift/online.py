@@ -24,20 +24,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
-from drift.base import INSTALL_HINT
+from drift.base import alibi_detector
 from drift.bootstraps import min_bootstraps
+from drift.names import ONLINE_DETECTORS, OnlineDetectorName, unknown_message
 from drift.result import DriftResult
 
-OnlineMethod = Literal["mmd", "lsdd"]
-ONLINE_METHODS: tuple[str, ...] = ("mmd", "lsdd")
-UNKNOWN_ONLINE_METHOD = "unknown online detector {name!r}; known detectors: " + ", ".join(
-    repr(name) for name in ONLINE_METHODS
-)
+UNKNOWN_ONLINE_METHOD = unknown_message("online detector", ONLINE_DETECTORS)
 
 
 @dataclass(frozen=True)
@@ -60,25 +57,6 @@ class WindowAlarms:
 
     result: DriftResult
     alarms: list[int] = field(default_factory=list)
-
-
-def _online_backend(  # type: ignore[no-untyped-def]
-    method: str, x_ref: np.ndarray, ert: float, window_size: int, n_bootstraps: int
-):
-    try:
-        from alibi_detect.cd import LSDDDriftOnline, MMDDriftOnline
-    except ImportError as exc:  # pragma: no cover - guarded optional backend
-        raise ImportError(INSTALL_HINT) from exc
-    cls = MMDDriftOnline if method == "mmd" else LSDDDriftOnline
-    return cls(
-        x_ref,
-        ert=ert,
-        window_size=window_size,
-        backend="pytorch",
-        n_bootstraps=n_bootstraps,
-        device="cpu",
-        verbose=False,
-    )
 
 
 class OnlineCovariateDetector:
@@ -113,11 +91,11 @@ class OnlineCovariateDetector:
         ert: float,
         window_size: int,
         n_bootstraps: int = 1000,
-        method: OnlineMethod = "mmd",
+        method: OnlineDetectorName = "mmd",
         seed: int = 0,
         feature_space: str = "encoder",
     ) -> None:
-        if method not in ONLINE_METHODS:
+        if method not in ONLINE_DETECTORS:
             raise ValueError(UNKNOWN_ONLINE_METHOD.format(name=method))
         x_ref = np.asarray(x_ref, dtype=np.float32)
         if x_ref.ndim != 2:
@@ -145,7 +123,16 @@ class OnlineCovariateDetector:
         self.n_reference = len(x_ref)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            self._backend: Any = _online_backend(method, x_ref, ert, window_size, n_bootstraps)
+            self._backend: Any = alibi_detector(
+                "MMDDriftOnline" if method == "mmd" else "LSDDDriftOnline",
+                x_ref,
+                ert=ert,
+                window_size=window_size,
+                backend="pytorch",
+                n_bootstraps=n_bootstraps,
+                device="cpu",
+                verbose=False,
+            )
 
     @property
     def time(self) -> int:

@@ -28,6 +28,7 @@ from avalanche.training.supervised.der import compute_dataset_logits
 from learners.experience import SAMPLE_GROUP, sample_groups, with_logits
 
 SAMPLE_WEIGHT = "sample_weight"
+NO_WEIGHTS = "before_backward ran without before_training_iteration taking the weights"
 
 
 def group_weights(groups: Sequence[Hashable]) -> dict[Hashable, float]:
@@ -90,6 +91,8 @@ class ReweighGroupsPlugin(SupervisedPlugin):
         replacing it this adds mean((w - 1) * CE): plain mean + that = mean(w * CE).
         """
         weights = self._weights
+        if weights is None:
+            raise RuntimeError(NO_WEIGHTS)
         n = len(weights)
         # DER prepends its replay rows to the batch; the loader's samples are the last n rows.
         output, target = strategy.mb_output[-n:], strategy.mb_y[-n:]
@@ -114,7 +117,7 @@ def _weighted(datasets: list) -> list:
 class _InsertionOrderedKeys(dict):
     """A set that iterates in insertion order (what ParametricBuffer needs of `seen_groups`)."""
 
-    def update(self, keys: Iterable[Hashable]) -> None:  # type: ignore[override]
+    def update(self, keys: Iterable[Hashable]) -> None:  # type: ignore[override]  # a set's update
         for key in keys:
             self.setdefault(key, None)
 

@@ -26,12 +26,11 @@ from learners.strategy_state import (
 
 @dataclass
 class UpdateResult:
-    """The trained candidate (a new model), the strategy's new state, and what it cost."""
+    """The trained candidate (a new model), the strategy's new state, and the seconds it took."""
 
     model: SmallCNN
     state: StrategyState
     seconds: float
-    n_samples: int
 
 
 def _check_inputs(x: Tensor, y: Tensor, sample_ids: list[str], groups: list | None) -> None:
@@ -127,4 +126,4 @@ def train_update(
     # GDumb retrains a fresh copy of its initial model, so the trained model is the strategy's.
     trained = learner.model
     trained.train(was_training)
-    return UpdateResult(trained, new_state, time.perf_counter() - started, len(sample_ids))
+    return UpdateResult(trained, new_state, time.perf_counter() - started)

@@ -14,7 +14,20 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from drift.names import (
+    ONLINE_DETECTORS,
+    ConceptDetectorName,
+    CovariateDetectorName,
+    FeatureSpace,
+)
+
 UpdatePolicy = Literal["on_drift", "every_window", "manual"]
+
+ONLINE_NEEDS_METHOD = (
+    "drift_mode 'online' needs drift_detector "
+    + " or ".join(map(repr, ONLINE_DETECTORS))
+    + ", not {name!r}"
+)
 
 
 class Settings(BaseSettings):
@@ -128,7 +141,7 @@ class Settings(BaseSettings):
     drift_permutations: int = Field(
         default=500, ge=100, description="Permutations of the MMD test (resolution 1/n)."
     )
-    drift_detector: Literal["mmd", "lsdd", "ks"] = Field(
+    drift_detector: CovariateDetectorName = Field(
         default="mmd", description="Covariate-shift test: MMD, LSDD or KS with Bonferroni."
     )
     drift_mode: Literal["window", "online"] = Field(
@@ -149,14 +162,14 @@ class Settings(BaseSettings):
         description="Online mode: bootstraps that set the thresholds, once per champion "
         "(seconds of CPU; ideally ten times the ERT).",
     )
-    drift_feature_space: Literal["penultimate", "encoder"] = Field(
+    drift_feature_space: FeatureSpace = Field(
         default="penultimate",
         description="Features tested: the champion's penultimate layer, or a fixed seeded "
         "untrained encoder that does not change with swaps.",
     )
     drift_encoder_dim: int = Field(default=32, ge=2, description="Width of the untrained encoder.")
     drift_encoder_seed: int = Field(default=0, description="Seed of the untrained encoder.")
-    concept_detector: Literal["adwin", "page_hinkley"] = Field(
+    concept_detector: ConceptDetectorName = Field(
         default="adwin", description="Detector on the champion's prequential error per group."
     )
     concept_delta: float = Field(default=0.002, gt=0, lt=1, description="ADWIN's confidence.")
@@ -244,8 +257,8 @@ class Settings(BaseSettings):
     def _online_method_known(self) -> Settings:
         if self.drift_mode != "online":
             return self
-        if self.drift_detector == "ks":
-            raise ValueError("drift_mode 'online' needs drift_detector 'mmd' or 'lsdd', not 'ks'")
+        if self.drift_detector not in ONLINE_DETECTORS:
+            raise ValueError(ONLINE_NEEDS_METHOD.format(name=self.drift_detector))
         from drift.bootstraps import min_bootstraps  # plain arithmetic: no torch
 
         needed = min_bootstraps(self.drift_online_ert, self.drift_online_window)

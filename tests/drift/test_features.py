@@ -2,15 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from drift.features import FEATURE_SPACES, UntrainedEncoder
+from drift.features import UntrainedEncoder
 
 
 def _images(n: int = 6, channels: int = 1, size: int = 28) -> torch.Tensor:
     return torch.rand(n, channels, size, size, generator=torch.Generator().manual_seed(0))
-
-
-def test_feature_spaces() -> None:
-    assert FEATURE_SPACES == ("penultimate", "encoder")
 
 
 def test_same_seed_same_encoder_and_shape() -> None:

@@ -1,6 +1,5 @@
 import numpy as np
 
-from drift.concept import concept_drift
 from drift.label import label_shift
 
 
@@ -28,18 +27,3 @@ def test_label_shift_quiet_on_the_same_mix() -> None:
         for _ in range(30)
     )
     assert alarms <= 1
-
-
-def test_concept_drift_in_one_group_only() -> None:
-    rng = np.random.default_rng(2)
-    history = {"a": list(rng.random(500) < 0.1), "b": list(rng.random(500) < 0.1)}
-    current = {"a": list(rng.random(128) < 0.1), "b": list(rng.random(128) < 0.8)}
-    result = concept_drift(history, current)
-    assert result.drifted_groups == ["b"]
-    assert result.per_group["b"].statistic > 0.5
-
-
-def test_concept_improvement_is_not_an_alarm() -> None:
-    rng = np.random.default_rng(3)
-    result = concept_drift({"a": list(rng.random(500) < 0.7)}, {"a": list(rng.random(200) < 0.05)})
-    assert not result.is_drift

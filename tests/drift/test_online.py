@@ -69,7 +69,7 @@ def test_same_seed_same_thresholds(reference: np.ndarray) -> None:
 
 def test_bad_settings_are_refused(reference: np.ndarray) -> None:
     with pytest.raises(ValueError, match="unknown online detector 'cvm'"):
-        OnlineCovariateDetector(reference, ert=50, window_size=5, method="cvm")  # type: ignore[arg-type]
+        OnlineCovariateDetector(reference, ert=50, window_size=5, method="cvm")  # type: ignore[arg-type]  # an unknown name
     with pytest.raises(ValueError, match="more than 2 \\* window_size"):
         OnlineCovariateDetector(reference, ert=50, window_size=100)
     with pytest.raises(ValueError, match="n_bootstraps=100 is too few for ert=500"):

@@ -66,7 +66,7 @@ def test_two_updates(strategy, model, exp_a, exp_b, tmp_path, capsys) -> None:
     assert capsys.readouterr().out == ""
     assert (first.state.experiences_seen, second.state.experiences_seen) == (1, 2)
     assert second.state.meta["experiences_seen"] == 2
-    assert (first.n_samples, second.seconds > 0) == (300, True)
+    assert second.seconds > 0
     # GDumb retrains from the initial model on its buffer alone: less learnt in 3 epochs.
     low = 0.25 if strategy == "gdumb" else 0.4
     assert accuracy(second.model, exp_b) > low + 0.1
