@@ -28,6 +28,8 @@ from drift.bonferroni import grouped_test
 from drift.result import DriftResult
 
 INSTALL_HINT = "alibi-detect with the torch backend is needed: pip install 'alibi-detect[torch]'"
+LENGTHS_DIFFER = "x_ref and groups_ref must have the same length"
+BAD_P_VALUE = "p_value must lie in (0, 1), got {p_value}"
 
 
 def alibi_detector(name: str, x_ref: np.ndarray, **options: Any) -> Any:
@@ -85,11 +87,11 @@ class GroupedCovariateDetector(ABC):
         feature_space: str = "penultimate",
     ) -> None:
         if len(x_ref) != len(groups_ref):
-            raise ValueError("x_ref and groups_ref must have the same length")
+            raise ValueError(LENGTHS_DIFFER)
         if len(x_ref) < 2:
             raise ValueError("the reference needs at least two samples")
         if not 0.0 < p_value < 1.0:
-            raise ValueError(f"p_value must lie in (0, 1), got {p_value}")
+            raise ValueError(BAD_P_VALUE.format(p_value=p_value))
         self.p_value = p_value
         self.min_group_size = min_group_size
         self.feature_space = feature_space

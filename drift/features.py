@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+WRONG_IMAGES = "expected images (N, {channels}, H, W), got shape {shape}"
+
 
 class HasFeatures(Protocol):
     """A model exposing its penultimate layer, as ``learners.models.SmallCNN`` does."""
@@ -110,7 +112,7 @@ class UntrainedEncoder:
         images = torch.as_tensor(x, dtype=torch.float32)
         if images.ndim != 4 or images.shape[1] != self.in_channels:
             raise ValueError(
-                f"expected images (N, {self.in_channels}, H, W), got shape {tuple(images.shape)}"
+                WRONG_IMAGES.format(channels=self.in_channels, shape=tuple(images.shape))
             )
         chunks = []
         with torch.no_grad():

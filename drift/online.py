@@ -35,6 +35,15 @@ from drift.names import ONLINE_DETECTORS, OnlineDetectorName, unknown_message
 from drift.result import DriftResult
 
 UNKNOWN_ONLINE_METHOD = unknown_message("online detector", ONLINE_DETECTORS)
+SHORT_REFERENCE = (
+    "need 2 <= window_size and more than 2 * window_size reference rows, "
+    "got window_size={window_size} and {rows} rows"
+)
+TOO_FEW_BOOTSTRAPS = (
+    "n_bootstraps={n_bootstraps} is too few for ert={ert} and window_size={window_size}: "
+    "need at least {needed}, ideally 10 * ert"
+)
+WRONG_ROWS = "expected ({n},) or (m, {n}), got {shape}"
 
 
 @dataclass(frozen=True)
@@ -101,17 +110,15 @@ class OnlineCovariateDetector:
         if x_ref.ndim != 2:
             raise ValueError(f"x_ref must be (n, d) features, got shape {x_ref.shape}")
         if window_size < 2 or len(x_ref) <= 2 * window_size:
-            raise ValueError(
-                f"need 2 <= window_size and more than 2 * window_size reference rows, "
-                f"got window_size={window_size} and {len(x_ref)} rows"
-            )
+            raise ValueError(SHORT_REFERENCE.format(window_size=window_size, rows=len(x_ref)))
         if ert <= 1:
             raise ValueError(f"ert must exceed 1, got {ert}")
         needed = min_bootstraps(ert, window_size)
         if n_bootstraps < needed:
             raise ValueError(
-                f"n_bootstraps={n_bootstraps} is too few for ert={ert} and "
-                f"window_size={window_size}: need at least {needed}, ideally 10 * ert"
+                TOO_FEW_BOOTSTRAPS.format(
+                    n_bootstraps=n_bootstraps, ert=ert, window_size=window_size, needed=needed
+                )
             )
         self.ert = ert
         self.window_size = window_size
@@ -149,9 +156,7 @@ class OnlineCovariateDetector:
         if rows.ndim == 1:
             rows = rows[None, :]
         if rows.ndim != 2 or rows.shape[1] != self.n_features:
-            raise ValueError(
-                f"expected ({self.n_features},) or (m, {self.n_features}), got {rows.shape}"
-            )
+            raise ValueError(WRONG_ROWS.format(n=self.n_features, shape=rows.shape))
         verdicts = []
         for row in rows:
             out = self._backend.predict(row, return_test_stat=True)["data"]

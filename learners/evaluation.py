@@ -15,6 +15,8 @@ from torch import Tensor, nn
 
 from learners.models import to_float
 
+LENGTHS_DIFFER = "y_true, y_pred, groups differ in length: {}, {}, {}"
+
 
 def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> tuple[Tensor, Tensor]:
     """Predicted labels (N,) int64 and softmax probabilities (N, n_classes), in eval mode.
@@ -79,9 +81,7 @@ def evaluate_by_group(
     """
     truth, predicted, group = _as_array(y_true), _as_array(y_pred), _as_array(groups)
     if not len(truth) == len(predicted) == len(group):
-        raise ValueError(
-            f"y_true, y_pred, groups differ in length: {len(truth)}, {len(predicted)}, {len(group)}"
-        )
+        raise ValueError(LENGTHS_DIFFER.format(len(truth), len(predicted), len(group)))
     if len(truth) == 0:
         return GroupMetrics(overall={"accuracy": 0.0}, by_group={}, counts={})
     names = np.array([str(g) for g in group], dtype=object)

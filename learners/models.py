@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 _MIN_INPUT_SIZE = 8
+TOO_SMALL = "input_size must be >= {minimum}, got {input_size}"
 
 
 class SmallCNN(nn.Module):
@@ -16,7 +17,7 @@ class SmallCNN(nn.Module):
     ) -> None:
         super().__init__()
         if input_size < _MIN_INPUT_SIZE:
-            raise ValueError(f"input_size must be >= {_MIN_INPUT_SIZE}, got {input_size}")
+            raise ValueError(TOO_SMALL.format(minimum=_MIN_INPUT_SIZE, input_size=input_size))
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, 16, kernel_size=3, padding=1),
             nn.ReLU(),

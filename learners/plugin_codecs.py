@@ -48,6 +48,12 @@ from learners.experience import dataset_tensors, tensors_dataset
 from learners.fairness import GroupBalancedBuffer
 from learners.keyed_gem import KeyedGEMPlugin
 
+BALANCE_CHANGED = (
+    "the saved replay buffer is {saved}-balanced but the strategy's is {kind}-balanced; "
+    "changing group_balanced needs a fresh state"
+)
+NEEDS_SUBCLASS = "{} memories can only be saved from a {}"
+
 
 @dataclass
 class PluginState:
@@ -134,10 +140,7 @@ def _restore_buffer(policy: BalancedExemplarsBuffer, state: PluginState) -> None
     # States saved before there were other policies are the replay's experience-balanced one.
     saved = meta.get("policy", "experience")
     if saved != kind:
-        raise ValueError(
-            f"the saved replay buffer is {saved}-balanced but the strategy's is "
-            f"{kind}-balanced; changing group_balanced needs a fresh state"
-        )
+        raise ValueError(BALANCE_CHANGED.format(saved=saved, kind=kind))
     if kind == "experience":
         policy._num_exps = meta["num_exps"]
     elif kind in ("class", "class_logits"):
@@ -421,9 +424,7 @@ def stateful_plugins(strategy) -> list[tuple[str, Any]]:
     for plugin in [strategy, *strategy.plugins]:
         for base, needed in _NEEDS_SUBCLASS.items():
             if isinstance(plugin, base) and not isinstance(plugin, needed):
-                raise TypeError(
-                    f"{type(plugin).__name__} memories can only be saved from a {needed.__name__}"
-                )
+                raise TypeError(NEEDS_SUBCLASS.format(type(plugin).__name__, needed.__name__))
         for name, codec in CODECS.items():
             if isinstance(plugin, codec.plugin_type):
                 found.append((name, plugin))

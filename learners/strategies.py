@@ -34,6 +34,7 @@ UNKNOWN_STRATEGY = "unknown strategy {name!r}; known strategies: {known}"
 UNKNOWN_PARAM = "unknown parameter {param!r} for strategy {name!r}; allowed parameters: {allowed}"
 BAD_VALUE = "bad value {value!r} for parameter {param!r} of strategy {name!r}: expected {expected}"
 NOT_OFFERED = "strategy {name!r} is not offered: {why}"
+BAD_TRAINING = "need epochs >= 1, batch_size >= 1 and lr > 0, got {}, {}, {}"
 
 # Avalanche strategies asked for by name that cannot work on our windows, and why.
 NOT_OFFERED_WHY: dict[str, str] = {
@@ -351,9 +352,7 @@ def build_strategy(
 
     settings = resolve_params(name, params)
     if epochs < 1 or batch_size < 1 or not lr > 0:
-        raise ValueError(
-            f"need epochs >= 1, batch_size >= 1 and lr > 0, got {epochs}, {batch_size}, {lr}"
-        )
+        raise ValueError(BAD_TRAINING.format(epochs, batch_size, lr))
     with quiet_avalanche():
         common = {
             "model": model,

@@ -16,6 +16,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+WRONG_EXPERIENCES = "strategy has trained {} experiences, not {}"
+WRONG_PLUGINS = "state of {!r} holds {}, strategy has {}"
+SAVED_FOR_ANOTHER = "state at {path} belongs to strategy {saved!r}, not {strategy!r}"
+
 
 @dataclass
 class StrategyState:
@@ -64,7 +68,7 @@ def export_state(
 
     counter = strategy.clock.train_exp_counter
     if counter != experiences_seen:
-        raise ValueError(f"strategy has trained {counter} experiences, not {experiences_seen}")
+        raise ValueError(WRONG_EXPERIENCES.format(counter, experiences_seen))
     tensors: dict[str, torch.Tensor] = {}
     plugins: dict[str, dict[str, Any]] = {}
     buffer_ids: list[str] = []
@@ -95,9 +99,7 @@ def restore_state(strategy, state: StrategyState) -> None:
     found = stateful_plugins(strategy)
     saved = state.meta.get("plugins", {})
     if [name for name, _ in found] != list(saved):
-        raise ValueError(
-            f"state of {state.strategy!r} holds {list(saved)}, strategy has {[n for n, _ in found]}"
-        )
+        raise ValueError(WRONG_PLUGINS.format(state.strategy, list(saved), [n for n, _ in found]))
     groups = memory_sample_groups(state)
     offset = 0
     for name, plugin in found:
@@ -138,7 +140,7 @@ def load_state(path: Path, meta: dict, strategy: str) -> StrategyState:
     """Read back a state written by `save_state`, given the meta it returned."""
     saved_as = meta.get("strategy", strategy)
     if saved_as != strategy:
-        raise ValueError(f"state at {path} belongs to strategy {saved_as!r}, not {strategy!r}")
+        raise ValueError(SAVED_FOR_ANOTHER.format(path=path, saved=saved_as, strategy=strategy))
     if "experiences_seen" not in meta:
         raise ValueError(f"meta for the state at {path} lacks 'experiences_seen'")
     tensors = load_file(str(path))

@@ -33,17 +33,24 @@ class UpdateResult:
     seconds: float
 
 
+INPUT_LENGTHS_DIFFER = "x, y, sample_ids differ in length: {}, {}, {}"
+GROUPS_LENGTH_DIFFERS = "x and groups differ in length: {}, {}"
+WRONG_STRATEGY = "state belongs to strategy {state!r}, not {strategy!r}"
+NEEDS_GROUPS = (
+    "params group_balanced and reweigh_groups need the samples' groups: "
+    "pass groups=[...] (one per sample) or switch them off"
+)
+
+
 def _check_inputs(x: Tensor, y: Tensor, sample_ids: list[str], groups: list | None) -> None:
     if x.ndim != 4:
         raise ValueError(f"x must be (N, C, H, W), got shape {tuple(x.shape)}")
     if y.ndim != 1 or y.dtype != torch.int64:
         raise ValueError(f"y must be int64 of shape (N,), got {y.dtype} {tuple(y.shape)}")
     if not len(x) == len(y) == len(sample_ids):
-        raise ValueError(
-            f"x, y, sample_ids differ in length: {len(x)}, {len(y)}, {len(sample_ids)}"
-        )
+        raise ValueError(INPUT_LENGTHS_DIFFER.format(len(x), len(y), len(sample_ids)))
     if groups is not None and len(groups) != len(x):
-        raise ValueError(f"x and groups differ in length: {len(x)}, {len(groups)}")
+        raise ValueError(GROUPS_LENGTH_DIFFERS.format(len(x), len(groups)))
     if len(x) == 0:
         raise ValueError("cannot train on an empty experience")
 
@@ -91,12 +98,9 @@ def train_update(
     started = time.perf_counter()
     _check_inputs(x, y, sample_ids, groups)
     if state is not None and state.strategy != strategy:
-        raise ValueError(f"state belongs to strategy {state.strategy!r}, not {strategy!r}")
+        raise ValueError(WRONG_STRATEGY.format(state=state.strategy, strategy=strategy))
     if groups is None and needs_groups(strategy, params):
-        raise ValueError(
-            "params group_balanced and reweigh_groups need the samples' groups: "
-            "pass groups=[...] (one per sample) or switch them off"
-        )
+        raise ValueError(NEEDS_GROUPS)
     seen = 0 if state is None else state.experiences_seen
     candidate = copy.deepcopy(model)
     was_training = model.training

@@ -28,6 +28,10 @@ ONLINE_NEEDS_METHOD = (
     + " or ".join(map(repr, ONLINE_DETECTORS))
     + ", not {name!r}"
 )
+TOO_FEW_ONLINE_BOOTSTRAPS = (
+    "drift_online_bootstraps={n} is too few for drift_online_ert={ert} and "
+    "drift_online_window={window}: need at least {needed}, ideally 10 x the ERT"
+)
 
 
 class Settings(BaseSettings):
@@ -264,9 +268,12 @@ class Settings(BaseSettings):
         needed = min_bootstraps(self.drift_online_ert, self.drift_online_window)
         if self.drift_online_bootstraps < needed:
             raise ValueError(
-                f"drift_online_bootstraps={self.drift_online_bootstraps} is too few for "
-                f"drift_online_ert={self.drift_online_ert} and drift_online_window="
-                f"{self.drift_online_window}: need at least {needed}, ideally 10 x the ERT"
+                TOO_FEW_ONLINE_BOOTSTRAPS.format(
+                    n=self.drift_online_bootstraps,
+                    ert=self.drift_online_ert,
+                    window=self.drift_online_window,
+                    needed=needed,
+                )
             )
         return self
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from learners.evaluation import GroupMetrics, evaluate_by_group, predict
+from learners.evaluation import LENGTHS_DIFFER, GroupMetrics, evaluate_by_group, predict
 from learners.models import SmallCNN
 
 
@@ -59,8 +59,9 @@ def test_one_group_has_the_same_shape() -> None:
 
 
 def test_mismatched_lengths_rejected() -> None:
-    with pytest.raises(ValueError, match="differ in length"):
+    with pytest.raises(ValueError) as info:
         evaluate_by_group([1, 2], [1], ["a", "a"])
+    assert str(info.value) == LENGTHS_DIFFER.format(2, 1, 2)
 
 
 def test_empty_inputs() -> None:

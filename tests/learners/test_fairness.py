@@ -12,15 +12,16 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from safetensors.torch import load_file, save_file
+from training_runs import update
 
 from learners.evaluation import predict
 from learners.fairness import ReweighGroupsPlugin, group_weights
 from learners.models import SmallCNN, build_model
+from learners.plugin_codecs import BALANCE_CHANGED
 from learners.strategies import STRATEGY_NAMES
 from learners.strategy_state import load_state, save_state
-from learners.update import UpdateResult, train_update
+from learners.update import GROUPS_LENGTH_DIFFERS, NEEDS_GROUPS, train_update
 
-SETTINGS = {"epochs": 3, "batch_size": 32, "lr": 0.05}
 ON = {"group_balanced": True, "reweigh_groups": True}
 # Small memories, so that the buffers must choose (the splits hold 300 samples each).
 SMALL = {
@@ -36,21 +37,6 @@ SMALL = {
 def groups_of(split, minor_every: int = 10) -> list[str]:
     """Every `minor_every`-th sample is in group "minor", the others in "major"."""
     return ["minor" if i % minor_every == 0 else "major" for i in range(len(split.ids))]
-
-
-def update(model, split, strategy, state, *, groups=None, seed=0, **params) -> UpdateResult:
-    return train_update(
-        model,
-        split.x,
-        split.y,
-        sample_ids=split.ids,
-        strategy=strategy,
-        params=params,
-        state=state,
-        seed=seed,
-        groups=groups,
-        **SETTINGS,
-    )
 
 
 def assert_same_weights(a: SmallCNN, b: SmallCNN) -> None:
@@ -114,10 +100,12 @@ def test_reweighing_one_group_changes_nothing(strategy, model, exp_a, exp_b) -> 
 
 @pytest.mark.parametrize("option", ["group_balanced", "reweigh_groups"])
 def test_options_need_groups(option, model, exp_a) -> None:
-    with pytest.raises(ValueError, match="need the samples' groups"):
+    with pytest.raises(ValueError) as info:
         update(model, exp_a, "replay", None, **{option: True})
-    with pytest.raises(ValueError, match="x and groups differ in length"):
+    assert str(info.value) == NEEDS_GROUPS
+    with pytest.raises(ValueError) as info:
         update(model, exp_a, "replay", None, groups=["g"] * 299, **{option: True})
+    assert str(info.value) == GROUPS_LENGTH_DIFFERS.format(300, 299)
 
 
 @pytest.mark.parametrize("strategy", STRATEGY_NAMES)
@@ -179,7 +167,7 @@ def test_group_balanced_buffers_are_balanced(model, exp_a, exp_b) -> None:
 def test_switching_group_balanced_needs_a_fresh_state(model, exp_a, exp_b) -> None:
     groups = groups_of(exp_a)
     first = update(model, exp_a, "replay", None, groups=groups, mem_size=50)
-    with pytest.raises(ValueError, match="changing group_balanced needs a fresh state"):
+    with pytest.raises(ValueError) as info:
         update(
             first.model,
             exp_b,
@@ -189,6 +177,7 @@ def test_switching_group_balanced_needs_a_fresh_state(model, exp_a, exp_b) -> No
             mem_size=50,
             group_balanced=True,
         )
+    assert str(info.value) == BALANCE_CHANGED.format(saved="experience", kind="group")
 
 
 def test_states_without_groups_still_restore(model, exp_a, exp_b) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from learners.models import SmallCNN, build_model, to_float
+from learners.models import TOO_SMALL, SmallCNN, build_model, to_float
 
 
 @pytest.mark.parametrize(("input_size", "channels"), [(28, 1), (16, 1), (8, 3), (33, 3)])
@@ -21,8 +21,9 @@ def test_default_features_dim() -> None:
 
 
 def test_too_small_input_rejected() -> None:
-    with pytest.raises(ValueError, match="input_size"):
+    with pytest.raises(ValueError) as info:
         SmallCNN(input_size=7)
+    assert str(info.value) == TOO_SMALL.format(minimum=8, input_size=7)
 
 
 def test_build_model_is_seeded_and_leaves_global_rng_alone() -> None:

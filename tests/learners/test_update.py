@@ -10,29 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from training_runs import SETTINGS, update
 
 from learners.evaluation import predict
 from learners.experience import make_experience
 from learners.models import SmallCNN, build_model, to_float
 from learners.strategies import STRATEGY_NAMES, build_strategy, quiet_avalanche
 from learners.strategy_state import StrategyState, load_state, save_state
-from learners.update import UpdateResult, train_update
-
-SETTINGS = {"epochs": 3, "batch_size": 32, "lr": 0.05}
-
-
-def update(model: SmallCNN, split, strategy: str, state, seed: int = 0, **params) -> UpdateResult:
-    return train_update(
-        model,
-        split.x,
-        split.y,
-        sample_ids=split.ids,
-        strategy=strategy,
-        params=params,
-        state=state,
-        seed=seed,
-        **SETTINGS,
-    )
+from learners.update import INPUT_LENGTHS_DIFFER, WRONG_STRATEGY, train_update
 
 
 def accuracy(model: SmallCNN, split) -> float:
@@ -200,12 +185,13 @@ def test_float_input_matches_uint8_input(model, exp_a) -> None:
 
 def test_state_of_another_strategy_rejected(model, exp_a, exp_b) -> None:
     first = update(model, exp_a, "replay", None)
-    with pytest.raises(ValueError, match="belongs to strategy 'replay'"):
+    with pytest.raises(ValueError) as info:
         update(first.model, exp_b, "ewc", first.state)
+    assert str(info.value) == WRONG_STRATEGY.format(state="replay", strategy="ewc")
 
 
 def test_bad_inputs_rejected(model, exp_a) -> None:
-    with pytest.raises(ValueError, match="differ in length"):
+    with pytest.raises(ValueError) as info:
         train_update(
             model,
             exp_a.x,
@@ -217,6 +203,7 @@ def test_bad_inputs_rejected(model, exp_a) -> None:
             seed=0,
             **SETTINGS,
         )
+    assert str(info.value) == INPUT_LENGTHS_DIFFER.format(300, 300, 299)
 
 
 @pytest.mark.parametrize(
