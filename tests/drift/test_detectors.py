@@ -1,16 +1,11 @@
 import numpy as np
 import pytest
+from drift_samples import features
 
 from drift.base import GroupedCovariateDetector
 from drift.detectors import DETECTOR_CLASSES, UNKNOWN_DETECTOR, make_covariate_detector
 from drift.mmd import MMDCovariateDetector
 from drift.names import COVARIATE_DETECTORS
-
-
-def _features(rng: np.random.Generator, n: int, shift: float = 0.0) -> np.ndarray:
-    x = rng.normal(size=(n, 6)).astype(np.float32)
-    x[:, 0] += shift
-    return x
 
 
 @pytest.mark.parametrize("name", ["lsdd", "ks"])
@@ -19,9 +14,9 @@ def test_quiet_on_exchangeable_draws(name: str) -> None:
     alarms = 0
     for trial in range(6):
         detector = make_covariate_detector(
-            name, _features(rng, 200), ["a", "b"] * 100, n_permutations=200, seed=trial
+            name, features(rng, 200), ["a", "b"] * 100, n_permutations=200, seed=trial
         )
-        result = detector.test(_features(rng, 100), ["a", "b"] * 50)
+        result = detector.test(features(rng, 100), ["a", "b"] * 50)
         assert result.detector == name and result.kind == "covariate"
         assert result.threshold == pytest.approx(0.01 / 3)
         assert set(result.per_group) == {"a", "b"}
@@ -33,9 +28,9 @@ def test_quiet_on_exchangeable_draws(name: str) -> None:
 def test_clear_shift_is_found(name: str) -> None:
     rng = np.random.default_rng(11)
     detector = make_covariate_detector(
-        name, _features(rng, 200), ["a"] * 200, n_permutations=200, seed=0
+        name, features(rng, 200), ["a"] * 200, n_permutations=200, seed=0
     )
-    result = detector.test(_features(rng, 100, shift=1.5), ["a"] * 100)
+    result = detector.test(features(rng, 100, shift=1.5), ["a"] * 100)
     assert result.is_drift
     assert result.p_value < result.threshold
     assert result.drifted_groups == ["a"]
@@ -47,7 +42,7 @@ def test_registry_builds_every_detector_on_the_common_interface() -> None:
     assert DETECTOR_CLASSES["mmd"] is MMDCovariateDetector
     for name in COVARIATE_DETECTORS:
         detector = make_covariate_detector(
-            name, _features(rng, 60), ["a"] * 60, p_value=0.05, n_permutations=100, seed=1
+            name, features(rng, 60), ["a"] * 60, p_value=0.05, n_permutations=100, seed=1
         )
         assert isinstance(detector, GroupedCovariateDetector)
         assert detector.detector == name and detector.n_reference == 60

@@ -1,14 +1,13 @@
 import numpy as np
 import pytest
+from drift_samples import features
 
 from drift.base import BAD_P_VALUE, LENGTHS_DIFFER
 from drift.mmd import MMDCovariateDetector
 
 
 def _features(rng: np.random.Generator, n: int, shift: float = 0.0) -> np.ndarray:
-    x = rng.normal(size=(n, 8)).astype(np.float32)
-    x[:, 0] += shift
-    return x
+    return features(rng, n, shift, dim=8)
 
 
 def test_no_drift_on_exchangeable_draws() -> None:
