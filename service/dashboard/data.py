@@ -14,11 +14,12 @@ alerts name one ``window`` and ``groups`` only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, func, select
+from sqlalchemy import Row, Select, func, select
 from sqlalchemy.orm import Session
 
 from service.context import Service
@@ -318,7 +319,7 @@ def incident_samples(
     )
 
 
-def _sample_query(record: Stream) -> Select[tuple[str, int, str, str, bytes, int]]:
+def _sample_query(record: Stream) -> Select[str, int, str, str, bytes, int]:
     return (
         select(
             Sample.sample_id,
@@ -333,7 +334,9 @@ def _sample_query(record: Stream) -> Select[tuple[str, int, str, str, bytes, int
     )
 
 
-def _images(record: Stream, rows: list[Any]) -> list[SampleImage]:
+def _images(
+    record: Stream, rows: Sequence[Row[str, int, str, str, bytes, int]]
+) -> list[SampleImage]:
     shape = (record.channels, record.size, record.size)
     classes = [str(c) for c in record.classes]
     return [

@@ -62,7 +62,7 @@ def _backlog(session: Session, stream_id: int) -> dict[str, float | int]:
     )
     return {
         "ingest_rate_per_s": round((recent or 0) / RATE_WINDOW_S, 3),
-        "samples_waiting": int(waiting),
+        "samples_waiting": int(waiting or 0),
         "windows_queued": int(queued or 0),
         "learner_lag_s": round(learner_lag(session, stream_id).get(stream_id, 0.0), 1),
     }

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
+from celery.result import AsyncResult
 from helpers import REDIS_URL, digit_samples, make_settings
 from sqlalchemy import func, select
 
@@ -42,7 +44,7 @@ def queue_service(tmp_path) -> Iterator[tuple[Service, Celery]]:
     set_service(None)
 
 
-def _send(producer: Celery, name: str, queue: str, **kwargs):  # type: ignore[no-untyped-def]
+def _send(producer: Celery, name: str, queue: str, **kwargs: Any) -> AsyncResult:
     return producer.send_task(name, kwargs=kwargs, queue=queue)
 
 
