@@ -64,7 +64,7 @@ def run(
 
     from service.demo.job import run_demo
     from service.demo.stream import DemoPlan
-    from service.queries.listings import delete_stream
+    from service.store.removal import delete_stream
     from workers.app import QUEUES, configure
 
     if windows < 10:
@@ -75,7 +75,7 @@ def run(
     service = Service.from_settings(settings)
     set_service(service)
     if reset:
-        delete_stream(service, stream)
+        delete_stream(service.store, settings.resolved_model_dir, stream)
     elif _stream_exists(service, stream):
         _fail(f"stream {stream!r} already exists in {settings.home}; use --reset or --stream")
     plan = DemoPlan(
@@ -360,21 +360,44 @@ def drift(
 
 
 @cli.command()
+def windows(
+    stream: Annotated[str, typer.Option(help="Stream name.")] = "demo",
+    json_out: JsonOption = False,
+) -> None:
+    """Windows of a stream, oldest first, with what processing decided (as GET /v1/windows)."""
+    from service.queries.listings import list_windows
+
+    try:
+        rows = list_windows(_service(), stream)
+    except LearnstreamError as exc:
+        _fail(str(exc))
+    if json_out:
+        _print_json(rows)
+        return
+    for w in rows:
+        champion = f"v{w['champion_version']}" if w["champion_version"] else "-"
+        drifted = " drifted" if w["drifted"] else ""
+        typer.echo(
+            f"window {w['seq']:>3} {w['state']:<10} {w['size']:>5} samples {champion}{drifted}"
+        )
+
+
+@cli.command()
 def promote(
     version: Annotated[int, typer.Argument(help="Version to make champion.")],
     stream: Annotated[str, typer.Option(help="Stream name.")] = "demo",
     by: Annotated[str, typer.Option(help="Who decides.")] = "operator",
     reason: Annotated[str, typer.Option(help="Why.")] = "manual promotion",
 ) -> None:
-    """Make a version the champion (recorded with who and why)."""
-    service = _service()
+    """Make a version the champion once its files match their digests (recorded with who
+    and why), as POST /v1/models/{version}/promote does."""
+    from service.models.promotion import promote as make_champion
+
     try:
-        with service.store.session() as session:
-            stream_id = service.store.stream(session, stream).id
-        previous = service.registry.promote(stream_id, version, by=by, reason=reason)
+        result = make_champion(_service(), stream, version, by=by, reason=reason)
     except LearnstreamError as exc:
         _fail(str(exc))
-    typer.echo(f"{stream}: champion v{version} (was v{previous})")
+    typer.echo(f"{stream}: champion v{version} (was v{result['previous']})")
 
 
 @cli.command()
@@ -386,7 +409,8 @@ def rollback(
     by: Annotated[str, typer.Option(help="Who decides.")] = "operator",
     reason: Annotated[str, typer.Option(help="Why.")] = "manual rollback",
 ) -> None:
-    """Give the champion back to the previous version (recorded with who and why)."""
+    """Give the champion back to the previous version (recorded with who and why), as
+    POST /v1/models/rollback does."""
     from service.models.promotion import rollback as roll_back
 
     try:
@@ -437,24 +461,16 @@ def api(
 ) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json, Prometheus at /metrics)."""
     from service.api.app import serve
-    from workers.app import configure
+    from workers.app import configure, queue_windows
 
     settings = Settings()
-    app = configure(settings)
+    configure(settings)
     if settings.broker_url.startswith("memory://"):
         typer.echo(
             "warning: memory:// broker: windows closed through the API are processed only by "
             "a worker sharing a real broker",
             err=True,
         )
-
-    def queue_windows(stream: str, window_ids: list[int]) -> None:
-        for window_id in window_ids:
-            app.send_task(
-                "learnstream.process_window",
-                kwargs={"stream": stream, "window": window_id},
-                queue="learn",
-            )
 
     try:
         serve(settings, host, port, on_windows_closed=queue_windows)

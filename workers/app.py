@@ -63,6 +63,13 @@ def configure(settings: Settings) -> Celery:
     return app
 
 
+def queue_windows(stream: str, window_ids: list[int]) -> None:
+    """Queue ``learnstream.process_window`` for each window an ingest call or the sweep
+    closed: the one path of the ingest and sweep tasks and of ``learnstream api``."""
+    for _ in window_ids:  # one message per window: a failed run is retried by the next one
+        app.send_task("learnstream.process_window", kwargs={"stream": stream})
+
+
 # Lazy defaults from the environment, read on the first access to ``app.conf`` (never at
 # import time); ``configure`` overrides them explicitly.
 app.add_defaults(lambda: celery_config(Settings()))

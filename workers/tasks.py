@@ -9,11 +9,12 @@ from typing import Any
 from celery.signals import worker_process_init, worker_process_shutdown
 
 from service.context import get_service
-from service.errors import InvalidRequest, StoreUnavailable
-from service.ingest.samples import close_aged_windows, ingest, record_rejections
+from service.errors import StoreUnavailable
+from service.ingest.samples import ingest_call
+from service.ingest.windows import close_aged_windows
 from service.models.serving import predict_images, preload_announced_champions
 from service.pipeline.processor import process_pending
-from workers.app import app
+from workers.app import app, queue_windows
 
 log = logging.getLogger(__name__)
 _stop_preloading = threading.Event()
@@ -29,40 +30,28 @@ RETRY = {
 
 @app.task(name="learnstream.ingest", acks_late=True, **RETRY)
 def ingest_task(stream: Any = "default", samples: Any = None, **unknown: Any) -> dict[str, Any]:
-    """Validate and persist samples; queue ``process_window`` for every window this call closed."""
+    """Validate and persist samples; queue ``process_window`` for every window this call closed.
+
+    A call that cannot be read is recorded and fails for good: retrying cannot mend it."""
     service = get_service()
-    try:
-        if unknown:
-            raise InvalidRequest(f"unknown argument(s): {', '.join(sorted(unknown))}")
-        if samples is None:
-            raise InvalidRequest("samples: missing")
-        result = ingest(service.store, service.settings, stream, samples)
-    except InvalidRequest as exc:
-        # A call that cannot be read is recorded and fails for good: retrying cannot mend it.
-        name = stream if isinstance(stream, str) else None
-        record_rejections(service.store, name, None, [{"index": None, "reason": str(exc)}])
-        raise
-    _queue_windows(stream, result.closed_windows)
+    result = ingest_call(service.store, service.settings, stream, samples, unknown)
+    queue_windows(stream, result.closed_windows)
     return result.to_dict()
-
-
-def _queue_windows(stream: str, window_ids: list[int]) -> None:
-    for window_id in window_ids:
-        process_window_task.apply_async(kwargs={"stream": stream, "window": window_id})
 
 
 @app.task(name="learnstream.sweep", acks_late=True, **RETRY)
 def sweep_task() -> dict[str, list[int]]:
     """Close windows that grew too old (run periodically by the beat of one worker)."""
-    closed = close_aged_windows(get_service().store, get_service().settings)
+    service = get_service()
+    closed = close_aged_windows(service.store, service.settings)
     for stream, window_ids in closed.items():
-        _queue_windows(stream, window_ids)
+        queue_windows(stream, window_ids)
     return closed
 
 
 @app.task(name="learnstream.process_window", acks_late=True, **RETRY)
-def process_window_task(stream: str, window: int | None = None) -> list[dict[str, Any]]:
-    """Process the stream's closed windows in order (``window`` is a hint; all pending are done)."""
+def process_window_task(stream: str) -> list[dict[str, Any]]:
+    """Process the stream's closed windows in order (every pending one, not one named)."""
     return [o.to_dict() for o in process_pending(get_service(), stream)]
 
 

@@ -22,9 +22,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from drift.result import DriftResult
+from drift.result import DriftKind, DriftResult
 from service.alerts import records as alerts
 from service.store.schema import Alert
+
+ALERT_KIND: dict[DriftKind, alerts.AlertKind] = {
+    "covariate": "drift.covariate",
+    "label": "drift.label",
+    "concept": "drift.concept",
+}
 
 log = logging.getLogger("learnstream.incidents")
 
@@ -99,7 +105,7 @@ def _open(session: Session, drift: WindowDrift) -> Alert:
     return alerts.raise_alert(
         session,
         stream_id=drift.stream_id,
-        kind=f"drift.{r.kind}",  # type: ignore[arg-type]
+        kind=ALERT_KIND[r.kind],
         severity="warning",
         subject=f"{drift.stream_name} {r.kind} incident from window {drift.window}",
         message=f"{r.kind} shift in {where} from window {drift.window} ({r.detector}{p})",

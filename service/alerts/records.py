@@ -1,6 +1,6 @@
 """Alerts: stored in the store and logged, one row per event (or per burst for rejections).
 
-Sinks beyond the log (the webhook, :mod:`service.webhook`) never run inside the transaction
+Sinks beyond the log (the webhook, :mod:`service.alerts.webhook`) never run inside the transaction
 that raises an alert: :func:`raise_alert` notes the new alert's id on its session, and
 :func:`after_commit` hands the ids to a sink only once that transaction committed (and
 forgets them when it rolls back), so a slow or broken receiver cannot delay, fail or roll
@@ -18,9 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, SessionTransaction
 
 from service.errors import AlertNotFound
-from service.queries.listings import alert_dict
 from service.store.engine import Store
-from service.store.schema import Alert, utcnow
+from service.store.schema import Alert, iso, utcnow
 
 log = logging.getLogger("learnstream.alerts")
 
@@ -112,6 +111,22 @@ def raise_or_extend_burst(
     current.payload = {"counts": merged, "total": total}
     current.message = f"{total} sample(s) rejected on {subject}"
     return current
+
+
+def alert_dict(a: Alert) -> dict[str, Any]:
+    """An alert as operators see it: the CLI, ``GET /v1/alerts`` and the webhook's body."""
+    return {
+        "id": a.id,
+        "kind": a.kind,
+        "severity": a.severity,
+        "subject": a.subject,
+        "message": a.message,
+        "payload": a.payload,
+        "time": iso(a.created_at),
+        "acknowledged": a.acknowledged,
+        "acknowledged_by": a.acknowledged_by,
+        "acknowledged_at": iso(a.acknowledged_at),
+    }
 
 
 def acknowledge(session: Session, alert_id: int, by: str) -> Alert | None:

@@ -3,7 +3,7 @@
 Where delivery runs, and why. Alerts are raised inside the transactions of ingest and of
 the learner; a receiver that is slow, down or wrong must neither delay nor fail nor roll
 back that work, and must never hear of an alert the store does not hold. So
-:func:`service.alerts.after_commit` hands the ids of the alerts a transaction raised to
+:func:`service.alerts.records.after_commit` hands the ids of the alerts a transaction raised to
 this sink only once it committed, and a daemon thread of the raising process delivers
 them. A thread rather than a Celery task (``learnstream.notify``): every process that
 raises alerts (ingest and learn workers, the API for rejected calls, the embedded
@@ -53,10 +53,9 @@ import httpx
 from sqlalchemy import exists, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from service.alerts.records import after_commit
+from service.alerts.records import after_commit, alert_dict
 from service.config import Settings
 from service.errors import LearnstreamError
-from service.queries.listings import alert_dict
 from service.store.engine import Store
 from service.store.schema import Alert, AlertDelivery, Stream, utcnow
 
@@ -76,11 +75,6 @@ _STOP = object()
 def sign(secret: str, body: bytes) -> str:
     """The signature header's value: ``sha256=`` and the hex HMAC-SHA256 of ``body``."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def verify(secret: str, body: bytes, signature: str) -> bool:
-    """Whether ``signature`` signs ``body`` with ``secret`` (constant time): for receivers."""
-    return hmac.compare_digest(sign(secret, body), signature)
 
 
 @dataclass(frozen=True)

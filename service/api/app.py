@@ -29,7 +29,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import select
 from sqlalchemy.exc import DataError, OperationalError, SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
@@ -58,15 +57,14 @@ from service.config import Settings
 from service.context import Service, get_service
 from service.errors import (
     InsecureBind,
-    InvalidRequest,
     LearnstreamError,
     ModelNotFound,
     StoreUnavailable,
     Unauthorized,
 )
-from service.queries.listings import list_alerts, list_drift, list_models, status
+from service.ingest.rejections import record_unreadable_call
+from service.queries.listings import list_alerts, list_drift, list_models, list_windows, status
 from service.queries.metrics import metrics_registry
-from service.store.schema import ModelVersion, Window
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +203,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     if request.url.path == SAMPLES_PATH and request.method == "POST":
         # Like the ingest task: a whole call that cannot be read is rejected and recorded.
         body = getattr(exc, "body", None)
-        name = body.get("stream") if isinstance(body, dict) else None
-        stream = name if isinstance(name, str) and 0 < len(name) <= 128 else None
+        stream = body.get("stream") if isinstance(body, dict) else None
         await _record_unreadable_call(request, stream, detail)
     return error_response(422, "invalid_request", detail, errors=items)
 
@@ -216,12 +213,11 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal_error", "internal error; see the service log")
 
 
-async def _record_unreadable_call(request: Request, stream: str | None, reason: str) -> None:
-    from service.ingest.samples import record_rejections
+async def _record_unreadable_call(request: Request, stream: Any, reason: str) -> None:
+    """Record a call refused before the route ran; a store error is logged, the 422 stands."""
 
     def record() -> None:
-        svc = _service_of(request.app)
-        record_rejections(svc.store, stream, None, [{"index": None, "reason": reason}])
+        record_unreadable_call(_service_of(request.app).store, stream, reason)
 
     try:
         await run_in_threadpool(record)  # database I/O stays off the event loop
@@ -358,37 +354,6 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Read models that queries.py does not have (yet)
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def list_windows(service: Service, stream: str) -> list[dict[str, Any]]:
-    """Windows of a stream, oldest first, with what processing decided."""
-    with service.store.session() as session:
-        record = service.store.stream(session, stream)
-        rows = session.scalars(
-            select(Window).where(Window.stream_id == record.id).order_by(Window.seq)
-        )
-        return [
-            {
-                "seq": w.seq,
-                "state": w.state,
-                "size": w.size,
-                "opened_at": _iso(w.opened_at),
-                "closed_at": _iso(w.closed_at),
-                "processed_at": _iso(w.processed_at),
-                "champion_version": w.served_by,
-                "drifted": w.drifted,
-                "summary": w.summary,
-            }
-            for w in rows
-        ]
-
-
-# ---------------------------------------------------------------------------------------------
 # Routes
 
 router = APIRouter()
@@ -406,13 +371,9 @@ def post_samples(body: SamplesRequest, request: Request, service: ServiceDep) ->
     """Validate and store samples; each bad sample is rejected at its index with a reason
     while the good ones are accepted. Windows this call closes are handed to
     ``on_windows_closed`` for processing."""
-    from service.ingest.samples import ingest, record_rejections
+    from service.ingest.samples import ingest_call
 
-    try:
-        result = ingest(service.store, service.settings, body.stream, body.samples)
-    except InvalidRequest as exc:
-        record_rejections(service.store, body.stream, None, [{"index": None, "reason": str(exc)}])
-        raise
+    result = ingest_call(service.store, service.settings, body.stream, body.samples)
     if result.closed_windows:
         try:
             request.app.state.on_windows_closed(body.stream, list(result.closed_windows))
@@ -561,18 +522,9 @@ def post_rollback(body: RollbackRequest, service: ServiceDep) -> dict[str, Any]:
 )
 def post_promote(version: VersionPath, body: PromoteRequest, service: ServiceDep) -> dict[str, Any]:
     """The version's files are checked against their digests before the pointer moves."""
-    with service.store.session() as session:
-        stream_id = service.store.stream(session, body.stream).id
-        known = session.scalar(
-            select(ModelVersion.id).where(
-                ModelVersion.stream_id == stream_id, ModelVersion.version == version
-            )
-        )
-    if known is None:
-        raise ModelNotFound(f"stream {body.stream!r} has no version {version}")
-    service.version(body.stream, version)  # raises ModelNotFound when missing or tampered
-    previous = service.registry.promote(stream_id, version, by=body.by, reason=body.reason)
-    return {"stream": body.stream, "champion": version, "previous": previous}
+    from service.models.promotion import promote
+
+    return promote(service, body.stream, version, by=body.by, reason=body.reason)
 
 
 @router.get(

@@ -14,16 +14,17 @@ alerts name one ``window`` and ``groups`` only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import Row, Select, func, select
 from sqlalchemy.orm import Session
 
 from service.context import Service
 from service.queries.listings import list_alerts, list_drift, list_models
-from service.store.schema import Alert, Sample, Stream, Window, utcnow
+from service.store.schema import Alert, Sample, Stream, Window, iso, utcnow
 from service.store.streams import champion_version
 
 SAMPLES_PER_INCIDENT = 8
@@ -58,7 +59,7 @@ def streams_overview(service: Service) -> list[dict[str, Any]]:
                     "stream": stream.name,
                     "champion": champion_version(session, stream.id),
                     "windows_processed": int(processed[0]),
-                    "last_processed": _iso(processed[1]),
+                    "last_processed": iso(processed[1], "seconds"),
                     "open_alerts": session.scalar(
                         select(func.count())
                         .select_from(Alert)
@@ -104,10 +105,6 @@ def stream_data(service: Service, stream: str) -> dict[str, Any]:
     }
 
 
-def _iso(value: Any) -> str | None:
-    return value.isoformat(timespec="seconds") if value is not None else None
-
-
 def _windows(session: Session, stream_id: int) -> list[dict[str, Any]]:
     """Windows oldest first, with the decisions their processing stored in ``summary``."""
     rows = session.scalars(select(Window).where(Window.stream_id == stream_id).order_by(Window.seq))
@@ -120,7 +117,7 @@ def _windows(session: Session, stream_id: int) -> list[dict[str, Any]]:
                 "seq": w.seq,
                 "state": w.state,
                 "size": w.size,
-                "processed_at": _iso(w.processed_at),
+                "processed_at": iso(w.processed_at, "seconds"),
                 "champion": w.served_by,
                 "drifted": w.drifted,
                 "accuracy": dict(summary.get("prequential_accuracy") or {}),
@@ -322,7 +319,7 @@ def incident_samples(
     )
 
 
-def _sample_query(record: Stream):  # type: ignore[no-untyped-def]
+def _sample_query(record: Stream) -> Select[str, int, str, str, bytes, int]:
     return (
         select(
             Sample.sample_id,
@@ -337,7 +334,9 @@ def _sample_query(record: Stream):  # type: ignore[no-untyped-def]
     )
 
 
-def _images(record: Stream, rows: list[Any]) -> list[SampleImage]:
+def _images(
+    record: Stream, rows: Sequence[Row[str, int, str, str, bytes, int]]
+) -> list[SampleImage]:
     shape = (record.channels, record.size, record.size)
     classes = [str(c) for c in record.classes]
     return [

@@ -1,10 +1,11 @@
-"""Ingest: validate a call's samples, persist the good ones idempotently, close full windows.
+"""Ingest: validate a call's samples, persist the good ones idempotently, fill windows.
 
 A sample counts as accepted only once its transaction commits. Each bad sample
 is rejected with a reason naming the field, at its index, while the good
-samples of the same call are still accepted. Window assignment happens under
-the stream's row lock, so concurrent ingest workers never split or double-close
-a window.
+samples of the same call are still accepted (:mod:`service.ingest.rejections`
+records them). Window assignment happens under the stream's row lock, so
+concurrent ingest workers never split or double-close a window
+(:mod:`service.ingest.windows`).
 """
 
 from __future__ import annotations
@@ -14,27 +15,25 @@ import binascii
 import hashlib
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import torch
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
-from service.alerts import records as alerts
 from service.config import Settings
 from service.errors import InvalidRequest, InvalidSample, StreamNotFound
 from service.ingest.images import convert_channels, decode, resize_all
+from service.ingest.rejections import record_rejections, record_unreadable_call
+from service.ingest.windows import close, open_window
 from service.store.engine import Store
 from service.store.schema import (
     STREAM_NAME_RULE,
-    Rejection,
     Sample,
     Stream,
     Window,
-    as_utc,
     utcnow,
     valid_stream_name,
 )
@@ -43,7 +42,6 @@ from service.store.streams import lock_stream
 log = logging.getLogger(__name__)
 
 SAMPLE_FIELDS = frozenset({"image", "label", "group", "id", "meta"})
-REJECTION_BURST = timedelta(minutes=10)
 
 
 @dataclass
@@ -122,7 +120,7 @@ def prepare_sample(
 ) -> PreparedSample:
     """Validate one raw sample and convert its image's channels; raises :class:`InvalidSample`.
 
-    Resizing waits for the call's other samples (:func:`service.images.resize_all`)."""
+    Resizing waits for the call's other samples (:func:`service.ingest.images.resize_all`)."""
     if not isinstance(raw, dict):
         raise InvalidSample(f"sample: must be an object, got {type(raw).__name__}")
     unknown = sorted(set(raw) - SAMPLE_FIELDS)
@@ -195,33 +193,6 @@ def get_or_create_stream(store: Store, name: str, settings: Settings) -> Stream:
             return store.stream(session, name)
 
 
-def _close(window: Window, closed: list[int]) -> None:
-    window.state, window.closed_at = "closed", utcnow()
-    closed.append(window.id)
-
-
-def _aged(window: Window, max_age: float, min_size: int) -> bool:
-    age = (utcnow() - as_utc(window.opened_at)).total_seconds()
-    return age >= max_age and window.size >= min_size
-
-
-def _open_window(session: Session, stream_id: int, settings: Settings, closed: list[int]) -> Window:
-    """The stream's open window; one that has grown too old is closed and replaced."""
-    window = session.scalar(
-        select(Window).where(Window.stream_id == stream_id, Window.state == "open")
-    )
-    if window is not None and _aged(window, settings.window_max_age, settings.window_min_size):
-        _close(window, closed)
-        session.flush()
-        window = None
-    if window is None:
-        last = session.scalar(select(func.max(Window.seq)).where(Window.stream_id == stream_id))
-        window = Window(stream_id=stream_id, seq=(last or 0) + 1, state="open", size=0)
-        session.add(window)
-        session.flush()
-    return window
-
-
 def commit_samples(
     store: Store, stream_id: int, prepared: list[PreparedSample], settings: Settings
 ) -> IngestResult:
@@ -245,7 +216,7 @@ def commit_samples(
                 result.duplicates.append(p.sample_id)
                 continue
             existing.add(p.sample_id)
-            window = window or _open_window(session, stream_id, settings, result.closed_windows)
+            window = window or open_window(session, stream_id, settings, result.closed_windows)
             rows.append(
                 {
                     "stream_id": stream_id,
@@ -265,7 +236,7 @@ def commit_samples(
             window.size += 1
             result.accepted.append(p.sample_id)
             if window.size >= settings.window_size:
-                _close(window, result.closed_windows)
+                close(window, result.closed_windows)
                 session.flush()
                 window = None
         if rows:
@@ -278,31 +249,6 @@ def commit_samples(
                 .values(sample_count=Stream.sample_count + len(rows))
             )
     return result
-
-
-def record_rejections(
-    store: Store, stream_name: str | None, stream_id: int | None, rejected: list[dict[str, Any]]
-) -> None:
-    """Store each rejection and fold them into the stream's current ``ingest.rejected`` alert."""
-    if not rejected:
-        return
-    with store.session() as session:
-        session.add_all(
-            Rejection(stream_name=stream_name, index=r.get("index"), reason=r["reason"])
-            for r in rejected
-        )
-        reasons: dict[str, int] = {}
-        for r in rejected:
-            key = r["reason"].split(" (")[0]
-            reasons[key] = reasons.get(key, 0) + 1
-        alerts.raise_or_extend_burst(
-            session,
-            stream_id=stream_id,
-            kind="ingest.rejected",
-            subject=stream_name or "(unreadable call)",
-            counts=reasons,
-            burst=REJECTION_BURST,
-        )
 
 
 def ingest(store: Store, settings: Settings, stream: Any, samples: Any) -> IngestResult:
@@ -337,31 +283,18 @@ def ingest(store: Store, settings: Settings, stream: Any, samples: Any) -> Inges
     return result
 
 
-def close_aged_windows(store: Store, settings: Settings) -> dict[str, list[int]]:
-    """Close every open window older than ``window_max_age`` (so a slow stream still gets
-    checked); returns the closed window ids by stream name."""
-    with store.session() as session:
-        candidates = session.execute(
-            select(Stream.id, Stream.name, Window.opened_at)
-            .join(Window, Window.stream_id == Stream.id)
-            .where(Window.state == "open", Window.size >= settings.window_min_size)
-        ).all()
-    closed: dict[str, list[int]] = {}
-    for stream_id, name, opened_at in candidates:
-        age = (utcnow() - as_utc(opened_at)).total_seconds()
-        if age < settings.window_max_age:
-            continue
-        ids: list[int] = []
-        with store.session() as session:
-            lock_stream(session, stream_id)
-            window = session.scalar(
-                select(Window).where(Window.stream_id == stream_id, Window.state == "open")
-            )
-            if window is not None and _aged(
-                window, settings.window_max_age, settings.window_min_size
-            ):
-                _close(window, ids)
-        if ids:
-            closed[name] = ids
-            log.info("window closed by age", extra={"stream": name, "window_ids": ids})
-    return closed
+def ingest_call(
+    store: Store, settings: Settings, stream: Any, samples: Any, unknown: Iterable[str] = ()
+) -> IngestResult:
+    """One ingest call as a front received it (``POST /v1/samples``, ``learnstream.ingest``):
+    :func:`ingest`, where a call that cannot be read (``unknown`` arguments, no ``samples``,
+    wrong types) is recorded before :class:`InvalidRequest` goes on to the caller."""
+    try:
+        if unknown:
+            raise InvalidRequest(f"unknown argument(s): {', '.join(sorted(unknown))}")
+        if samples is None:
+            raise InvalidRequest("samples: missing")
+        return ingest(store, settings, stream, samples)
+    except InvalidRequest as exc:
+        record_unreadable_call(store, stream, str(exc))
+        raise

@@ -64,6 +64,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 ANNOUNCE_CHANNEL = "learnstream:champion"
+DIGEST_MISMATCH = "{path} does not match its digest"
 _VERSION_FOLDER = re.compile(r"v(\d{4,})")
 
 
@@ -213,7 +214,7 @@ class Registry:
         manifest = json.loads(manifest_path.read_text())
         for name, digest in manifest["digests"].items():
             if _sha256(folder / name) != digest:
-                raise ModelNotFound(f"{folder / name} does not match its digest")
+                raise ModelNotFound(DIGEST_MISMATCH.format(path=folder / name))
         model = build_model(seed=0, **manifest["arch"])
         model.load_state_dict(load_file(folder / "model.safetensors"))
         model.eval()

@@ -1,17 +1,17 @@
-"""Read-side views for operators (CLI, API): status, alerts, models, drift; and stream removal."""
+"""Read-side views for operators (CLI, API, dashboard): status, windows, alerts, models, drift."""
 
 from __future__ import annotations
 
-import shutil
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
+from service.alerts.records import alert_dict
 from service.context import Service
 from service.store.schema import (
     Alert,
-    Champion,
     DriftReport,
     ModelVersion,
     Rejection,
@@ -19,22 +19,37 @@ from service.store.schema import (
     Stream,
     Window,
     as_utc,
+    iso,
     utcnow,
 )
 from service.store.streams import champion_version
 
 RATE_WINDOW_S = 60.0
+WAITING = ("closed", "processing")  # states of a window the learner has not finished
 
 
-def _backlog(session, stream_id: int) -> dict[str, float | int]:  # type: ignore[no-untyped-def]
-    """What waits: the recent ingest rate, the open window, windows queued and the lag."""
+def learner_lag(session: Session, stream_id: int | None = None) -> dict[int, float]:
+    """Seconds since the oldest window still waiting for the learner closed, per stream id
+    (of ``stream_id`` only when given); a stream with no window waiting is absent."""
+    query = select(Window.stream_id, func.min(Window.closed_at)).where(Window.state.in_(WAITING))
+    if stream_id is not None:
+        query = query.where(Window.stream_id == stream_id)
     now = utcnow()
+    return {
+        sid: max(0.0, (now - as_utc(closed_at)).total_seconds())
+        for sid, closed_at in session.execute(query.group_by(Window.stream_id))
+        if closed_at is not None
+    }
+
+
+def _backlog(session: Session, stream_id: int) -> dict[str, float | int]:
+    """What waits: the recent ingest rate, the open window, windows queued and the lag."""
     recent = session.scalar(
         select(func.count())
         .select_from(Sample)
         .where(
             Sample.stream_id == stream_id,
-            Sample.received_at >= now - timedelta(seconds=RATE_WINDOW_S),
+            Sample.received_at >= utcnow() - timedelta(seconds=RATE_WINDOW_S),
         )
     )
     waiting = session.scalar(
@@ -42,17 +57,14 @@ def _backlog(session, stream_id: int) -> dict[str, float | int]:  # type: ignore
             Window.stream_id == stream_id, Window.state == "open"
         )
     )
-    queued = session.execute(
-        select(func.count(), func.min(Window.closed_at)).where(
-            Window.stream_id == stream_id, Window.state.in_(("closed", "processing"))
-        )
-    ).one()
-    lag = (now - as_utc(queued[1])).total_seconds() if queued[1] is not None else 0.0
+    queued = session.scalar(
+        select(func.count()).where(Window.stream_id == stream_id, Window.state.in_(WAITING))
+    )
     return {
-        "ingest_rate_per_s": round(recent / RATE_WINDOW_S, 3),
-        "samples_waiting": int(waiting),
-        "windows_queued": int(queued[0]),
-        "learner_lag_s": round(lag, 1),
+        "ingest_rate_per_s": round((recent or 0) / RATE_WINDOW_S, 3),
+        "samples_waiting": int(waiting or 0),
+        "windows_queued": int(queued or 0),
+        "learner_lag_s": round(learner_lag(session, stream_id).get(stream_id, 0.0), 1),
     }
 
 
@@ -88,37 +100,40 @@ def status(service: Service) -> dict[str, Any]:
     return {"streams": streams}
 
 
-def _stream_filter(query, column, service: Service, session, stream: str | None):  # type: ignore[no-untyped-def]
-    if stream is None:
-        return query
-    return query.where(column == service.store.stream(session, stream).id)
-
-
 def list_alerts(
     service: Service, stream: str | None = None, *, include_acknowledged: bool = True
 ) -> list[dict[str, Any]]:
-    """Alerts, newest first."""
+    """Alerts (of ``stream`` only when given), newest first."""
     with service.store.session() as session:
-        query = _stream_filter(select(Alert), Alert.stream_id, service, session, stream)
+        query = select(Alert)
+        if stream is not None:
+            query = query.where(Alert.stream_id == service.store.stream(session, stream).id)
         if not include_acknowledged:
             query = query.where(Alert.acknowledged.is_(False))
         return [alert_dict(a) for a in session.scalars(query.order_by(Alert.id.desc()))]
 
 
-def alert_dict(a: Alert) -> dict[str, Any]:
-    """An alert as the CLI and ``GET /v1/alerts`` show it."""
-    return {
-        "id": a.id,
-        "kind": a.kind,
-        "severity": a.severity,
-        "subject": a.subject,
-        "message": a.message,
-        "payload": a.payload,
-        "time": as_utc(a.created_at).isoformat(),
-        "acknowledged": a.acknowledged,
-        "acknowledged_by": a.acknowledged_by,
-        "acknowledged_at": as_utc(a.acknowledged_at).isoformat() if a.acknowledged_at else None,
-    }
+def list_windows(service: Service, stream: str) -> list[dict[str, Any]]:
+    """Windows of a stream, oldest first, with what processing decided."""
+    with service.store.session() as session:
+        record = service.store.stream(session, stream)
+        rows = session.scalars(
+            select(Window).where(Window.stream_id == record.id).order_by(Window.seq)
+        )
+        return [
+            {
+                "seq": w.seq,
+                "state": w.state,
+                "size": w.size,
+                "opened_at": iso(w.opened_at),
+                "closed_at": iso(w.closed_at),
+                "processed_at": iso(w.processed_at),
+                "champion_version": w.served_by,
+                "drifted": w.drifted,
+                "summary": w.summary,
+            }
+            for w in rows
+        ]
 
 
 def list_models(service: Service, stream: str) -> list[dict[str, Any]]:
@@ -176,18 +191,3 @@ def list_drift(service: Service, stream: str) -> list[dict[str, Any]]:
             }
             for r, seq in rows
         ]
-
-
-def delete_stream(service: Service, name: str) -> bool:
-    """Remove a stream with all its samples, windows, versions, reports and alerts."""
-    with service.store.session() as session:
-        stream = session.scalar(select(Stream).where(Stream.name == name))
-        if stream is None:
-            return False
-        for table in (DriftReport, Alert, Champion, ModelVersion, Sample, Window):
-            session.execute(delete(table).where(table.stream_id == stream.id))
-        session.execute(delete(Rejection).where(Rejection.stream_name == name))
-        session.delete(stream)
-    service.store.streams.pop(name, None)
-    shutil.rmtree(service.registry.stream_folder(name), ignore_errors=True)
-    return True

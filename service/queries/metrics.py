@@ -54,6 +54,8 @@ from drift.result import DRIFT_KINDS
 from service.alerts.records import AlertKind
 from service.context import Service
 from service.errors import LearnstreamError
+from service.ingest.rejections import REJECTION_REASONS, reason_field
+from service.queries.listings import learner_lag
 from service.store.schema import (
     Alert,
     AlertDelivery,
@@ -62,8 +64,6 @@ from service.store.schema import (
     Rejection,
     Stream,
     Window,
-    as_utc,
-    utcnow,
 )
 
 log = logging.getLogger(__name__)
@@ -71,22 +71,7 @@ log = logging.getLogger(__name__)
 ALERT_KINDS: tuple[str, ...] = get_args(AlertKind)
 WINDOW_STATES = ("open", "closed", "processing", "processed")
 SINKS = ("webhook",)
-REJECTION_REASONS = ("image", "label", "group", "id", "meta", "sample", "call", "other")
 _REASON_PREFIX = 8  # characters of a reason that hold its field: "sample: " is the longest
-
-
-def rejection_reason(reason: str, whole_call: bool) -> str:
-    """The bounded ``reason`` label of a stored rejection: the field its message starts with.
-
-    >>> rejection_reason("label: 12 is outside the stream's 10 classes", False)
-    'label'
-    >>> rejection_reason("samples: must be a list, got int", True)
-    'call'
-    """
-    if whole_call:
-        return "call"
-    field = reason.split(":", 1)[0]
-    return field if field in REJECTION_REASONS else "other"
 
 
 class StoreCollector(Collector):
@@ -144,7 +129,7 @@ def _samples(session: Session, streams: dict[int, str], names: list[str]) -> Ite
     # Calls naming no known stream share stream="", so garbage names cannot add series.
     counts = {(name, reason): 0 for name in [*names, ""] for reason in REJECTION_REASONS}
     for name, whole_call, prefix, n in rows:
-        key = (name if name in names else "", rejection_reason(prefix, bool(whole_call)))
+        key = (name if name in names else "", reason_field(prefix, bool(whole_call)))
         counts[key] += n
     rejected = CounterMetricFamily(
         "learnstream_samples_rejected",
@@ -180,14 +165,8 @@ def _windows(session: Session, streams: dict[int, str], names: list[str]) -> Ite
     yield processed
 
     oldest = dict.fromkeys(names, 0.0)
-    now = utcnow()
-    for stream_id, closed_at in session.execute(
-        select(Window.stream_id, func.min(Window.closed_at))
-        .where(Window.state.in_(("closed", "processing")))
-        .group_by(Window.stream_id)
-    ):
-        if closed_at is not None:
-            oldest[streams[stream_id]] = max(0.0, (now - as_utc(closed_at)).total_seconds())
+    for stream_id, seconds in learner_lag(session).items():
+        oldest[streams[stream_id]] = seconds
     lag = GaugeMetricFamily(
         "learnstream_learner_lag_seconds",
         "Age of the oldest closed window the learner has not finished (0 when none waits).",

@@ -32,6 +32,11 @@ def as_utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+def iso(moment: datetime | None, timespec: str = "auto") -> str | None:
+    """``moment`` in ISO 8601 as UTC, or ``None``: how every view shows a stored time."""
+    return as_utc(moment).isoformat(timespec=timespec) if moment is not None else None
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 

@@ -40,3 +40,27 @@ def test_user_mistakes_are_one_line_errors(sqlite_service) -> None:
     assert result.output.strip() == "error: unknown stream 'nope'"
     result = runner.invoke(cli, ["promote", "3", "--stream", "nope"])
     assert result.exit_code == 1 and "Traceback" not in result.output
+
+
+def test_the_cli_and_the_api_list_windows_alike(sqlite_service) -> None:
+    from fastapi.testclient import TestClient
+
+    from service.api.app import create_app
+
+    ingest(sqlite_service.store, sqlite_service.settings, "s1", digit_samples(70))
+    result = runner.invoke(cli, ["windows", "--stream", "s1", "--json"])
+    assert result.exit_code == 0, result.output
+    with TestClient(create_app(sqlite_service)) as client:
+        by_api = client.get("/v1/windows", params={"stream": "s1"}).json()
+    assert json.loads(result.output) == by_api
+    assert [(w["seq"], w["state"], w["size"]) for w in by_api] == [
+        (1, "closed", 64),
+        (2, "open", 6),
+    ]
+    table = runner.invoke(cli, ["windows", "--stream", "s1"]).output.splitlines()
+    assert table == [
+        "window   1 closed        64 samples -",
+        "window   2 open           6 samples -",
+    ]
+    unknown = runner.invoke(cli, ["windows", "--stream", "nope"])
+    assert unknown.exit_code == 1 and unknown.output == "error: unknown stream 'nope'\n"

@@ -194,7 +194,7 @@ def test_kill_9_of_the_learner_leaves_the_old_champion_serving(
         assert window.state == "closed"
         producer.send_task(
             "learnstream.process_window",
-            kwargs={"stream": STREAM, "window": window.id},
+            kwargs={"stream": STREAM},
             queue="learn",
         )
         _wait(marker.exists, 60, f"the learner to pause at {point}", log)
@@ -258,7 +258,7 @@ def test_kill_9_of_the_learner_leaves_the_old_champion_serving(
         ingest(service.store, settings, STREAM, samples[2 * WINDOW :])
         producer.send_task(
             "learnstream.process_window",
-            kwargs={"stream": STREAM, "window": _window(service, 3).id},
+            kwargs={"stream": STREAM},
             queue="learn",
         )
         _wait(lambda: _window(service, 3).state == "processed", 40, "window 3 to be processed", log)

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
+from celery.result import AsyncResult
 from helpers import REDIS_URL, digit_samples, make_settings
 from sqlalchemy import func, select
 
 from service.context import Service, set_service
-from service.queries.listings import list_models, status
+from service.errors import InvalidRequest
+from service.queries.listings import list_alerts, list_models, status
 from service.store.schema import Rejection
 from workers.app import QUEUES, configure
 
@@ -41,7 +44,7 @@ def queue_service(tmp_path) -> Iterator[tuple[Service, Celery]]:
     set_service(None)
 
 
-def _send(producer: Celery, name: str, queue: str, **kwargs):  # type: ignore[no-untyped-def]
+def _send(producer: Celery, name: str, queue: str, **kwargs: Any) -> AsyncResult:
     return producer.send_task(name, kwargs=kwargs, queue=queue)
 
 
@@ -103,3 +106,48 @@ def test_windows_are_processed_and_predict_serves_the_champion(queue_service) ->
     assert answer["model_version"] == champion
     assert len(answer["predictions"]) == 5
     assert all(len(p["scores"]) == 10 and p["label"] in "0123456789" for p in answer["predictions"])
+
+
+def test_the_api_and_the_task_record_an_unreadable_call_alike(sqlite_service) -> None:
+    from fastapi.testclient import TestClient
+
+    from service.api.app import create_app
+    from workers.tasks import ingest_task
+
+    too_many = [{}] * (sqlite_service.settings.max_samples_per_call + 1)
+    with pytest.raises(InvalidRequest):
+        ingest_task(stream="by-task", samples=too_many)
+    with TestClient(create_app(sqlite_service)) as client:
+        answer = client.post("/v1/samples", json={"stream": "by-api", "samples": too_many})
+    assert answer.status_code == 422
+    with sqlite_service.store.session() as session:
+        rows = session.execute(
+            select(Rejection.stream_name, Rejection.index, Rejection.reason).order_by(Rejection.id)
+        ).all()
+    reason = f"samples: {len(too_many)} exceed the limit of 1024 per call"
+    assert [tuple(r) for r in rows] == [("by-task", None, reason), ("by-api", None, reason)]
+    alerts = [(a["subject"], a["payload"]) for a in list_alerts(sqlite_service)]
+    payload = {"counts": {reason: 1}, "total": 1}
+    assert alerts == [("by-api", payload), ("by-task", payload)]
+
+
+def test_the_task_and_the_api_queue_closed_windows_alike(sqlite_service, monkeypatch) -> None:
+    from fastapi.testclient import TestClient
+
+    from service.api.app import create_app
+    from workers.app import app, queue_windows
+    from workers.tasks import ingest_task
+
+    sent: list[tuple[str, dict]] = []
+    monkeypatch.setattr(app, "send_task", lambda name, kwargs: sent.append((name, kwargs)))
+    size = sqlite_service.settings.window_size
+    ingest_task(stream="by-task", samples=digit_samples(2 * size, seed=1))
+    by_task, sent[:] = list(sent), []
+    with TestClient(create_app(sqlite_service, on_windows_closed=queue_windows)) as client:
+        answer = client.post(
+            "/v1/samples", json={"stream": "by-api", "samples": digit_samples(2 * size, seed=1)}
+        )
+    assert answer.status_code == 200, answer.text
+    message = ("learnstream.process_window", {"stream": "by-task"})
+    assert by_task == [message, message]  # one per closed window
+    assert sent == [("learnstream.process_window", {"stream": "by-api"})] * 2

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 
-from drift.result import DriftResult, GroupVerdict
+from drift.result import DriftKind, DriftResult, GroupVerdict
 from service.alerts.incidents import WindowDrift, record_window
+from service.context import Service
 from service.store.schema import Alert, Stream
 
 
-def _result(kind: str, drift: bool, p: float) -> DriftResult:
+def _result(kind: DriftKind, drift: bool, p: float) -> DriftResult:
     verdict = GroupVerdict(is_drift=drift, statistic=1.0, p_value=p, n_reference=50, n_window=50)
     return DriftResult(
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         detector="mmd",
         is_drift=drift,
         statistic=1.0,
@@ -25,7 +28,7 @@ def _result(kind: str, drift: bool, p: float) -> DriftResult:
     )
 
 
-def _play(service, verdicts: list[tuple[str, bool]]) -> list[dict]:  # type: ignore[no-untyped-def]
+def _play(service: Service, verdicts: list[tuple[DriftKind, bool]]) -> list[dict[str, Any]]:
     with service.store.session() as session:
         stream = Stream(name="s", classes=[0, 1], channels=1, size=8)
         session.add(stream)

@@ -21,8 +21,9 @@ from service.alerts.webhook import WebhookSink
 from service.config import Settings
 from service.context import Service
 from service.ingest.samples import ingest
-from service.queries.listings import delete_stream, list_alerts
+from service.queries.listings import list_alerts
 from service.store.engine import Store
+from service.store.removal import delete_stream
 from service.store.schema import Alert, AlertDelivery, utcnow
 
 SECRET = "webhook-test-secret"
@@ -114,7 +115,7 @@ def test_retries_5xx_signs_every_attempt_and_records_the_delivery(
         assert abs(int(headers["x-learnstream-timestamp"]) - time.time()) < 60
 
     # The delivery record goes with its alert when the stream is deleted.
-    assert delete_stream(service, "w")
+    assert delete_stream(service.store, service.registry.model_dir, "w")
     assert deliveries(service) == []
 
 

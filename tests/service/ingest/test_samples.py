@@ -154,7 +154,7 @@ def test_unknown_stream_refused_when_auto_create_is_off(service) -> None:
 def test_windows_close_by_age_so_a_slow_stream_is_still_checked(service) -> None:
     import time
 
-    from service.ingest.samples import close_aged_windows
+    from service.ingest.windows import close_aged_windows
 
     settings = service.settings.model_copy(update={"window_max_age": 0.3, "window_min_size": 10})
     ingest(service.store, settings, "slow", digit_samples(5, seed=1))

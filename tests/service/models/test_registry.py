@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any, NoReturn
 
 import pytest
 import torch
@@ -10,15 +11,17 @@ from helpers import digit_samples
 
 from learners.models import build_model
 from learners.strategy_state import StrategyState
+from service.context import Service
 from service.errors import ModelNotFound
 from service.ingest.samples import get_or_create_stream
 from service.models.serving import predict_images
 from service.queries.listings import list_models
+from service.store.schema import Stream
 
 ARCH = {"n_classes": 10, "in_channels": 1, "input_size": 28}
 
 
-def _write(service, stream, seed: int, parent=None) -> int:  # type: ignore[no-untyped-def]
+def _write(service: Service, stream: Stream, seed: int, parent: int | None = None) -> int:
     model = build_model(seed=seed, **ARCH)
     state = StrategyState("naive", 1, {}, {"experiences_seen": 1, "buffer_ids": []})
     return service.registry.create_version(
@@ -49,7 +52,7 @@ def test_a_crash_while_writing_leaves_nothing_visible(service, monkeypatch) -> N
     stream = get_or_create_stream(service.store, "s", service.settings)
     import service.models.registry as registry
 
-    def broken_save(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def broken_save(*args: Any, **kwargs: Any) -> NoReturn:
         raise OSError("disk full")
 
     monkeypatch.setattr(registry, "save_state", broken_save)
