@@ -15,7 +15,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -31,7 +31,7 @@ cli = typer.Typer(
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
 
@@ -195,7 +195,7 @@ def submit(
 
         samples = [s for _, window in demo_stream(DemoPlan()) for s in window]
     else:
-        if not folder.is_dir():
+        if folder is None or not folder.is_dir():
             _fail(f"{folder} is not a folder")
         samples = _folder_samples(folder, labels, group)
         if not samples:

@@ -47,10 +47,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from sqlalchemy import exists, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from service.alerts.records import after_commit, alert_dict
@@ -306,23 +307,24 @@ class WebhookSink:
         except IntegrityError:
             pass
         with self.store.session() as session:
-            row = session.execute(
+            found = session.execute(
                 select(AlertDelivery.id, AlertDelivery.attempts).where(
                     AlertDelivery.alert_id == alert_id, AlertDelivery.sink == SINK
                 )
             ).one_or_none()
-            if row is None:
+            if found is None:
                 return None  # the alert went away between loading and claiming
+            delivery_id, attempts = found
             taken = session.execute(
                 update(AlertDelivery)
                 .where(
-                    AlertDelivery.id == row.id,
+                    AlertDelivery.id == delivery_id,
                     AlertDelivery.status == "pending",
                     AlertDelivery.updated_at < now - timedelta(seconds=self.stale_after),
                 )
                 .values(updated_at=now)
             )
-            return (row.id, row.attempts) if taken.rowcount == 1 else None
+            return (delivery_id, attempts) if cast(CursorResult[Any], taken).rowcount == 1 else None
 
     def _post(self, client: httpx.Client, alert: dict[str, Any], attempt: int) -> Attempt:
         sent_at = utcnow()

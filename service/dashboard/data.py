@@ -231,8 +231,10 @@ def incidents(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for a in alerts:
         if not str(a["kind"]).startswith("drift."):
             continue
-        payload = a.get("payload") if isinstance(a.get("payload"), dict) else {}
-        incident = payload.get("incident") if isinstance(payload.get("incident"), dict) else {}
+        payload: dict[str, Any] = a["payload"] if isinstance(a.get("payload"), dict) else {}
+        incident: dict[str, Any] = (
+            payload["incident"] if isinstance(payload.get("incident"), dict) else {}
+        )
         windows = _ints(incident.get("windows"))
         if not windows and isinstance(payload.get("window"), int):
             windows = [payload["window"]]

@@ -64,7 +64,9 @@ def _decode_npy(data: bytes, max_pixels: int) -> torch.Tensor:
     buffer = io.BytesIO(data)
     try:
         version = np.lib.format.read_magic(buffer)
-        shape, _fortran, dtype = np.lib.format._read_array_header(buffer, version)
+        # numpy's public header readers are per version; this private one takes any.
+        read_header = np.lib.format._read_array_header  # type: ignore[attr-defined]  # private
+        shape, _fortran, dtype = read_header(buffer, version)
     except (ValueError, OSError) as exc:
         raise InvalidSample(f"image: .npy header is unreadable ({exc})") from exc
     if dtype.hasobject:
