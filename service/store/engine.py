@@ -24,9 +24,11 @@ SCHEMA_LOCK = 0x1EA57  # advisory lock key that serialises schema creation on Po
 
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     cursor = dbapi_connection.cursor()
+    # The busy timeout first: switching to WAL needs a lock that a process creating the
+    # schema may hold for seconds, and only then does the switch wait instead of failing.
+    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
