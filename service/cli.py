@@ -18,12 +18,26 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from typer import _click as click  # the Click that this Typer release vendors
+from typer.core import TyperGroup
 
 from service.config import Settings
 from service.context import Service, get_service, set_service
 from service.errors import LearnstreamError
 
+
+class _Commands(TyperGroup):
+    """Every command's :class:`LearnstreamError` becomes one line on stderr and exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LearnstreamError as exc:
+            _fail(str(exc))
+
+
 cli = typer.Typer(
+    cls=_Commands,
     add_completion=False,
     no_args_is_help=True,
     help="learnstream: continual learning for image classifiers.",
@@ -41,11 +55,8 @@ def _print_json(data: Any) -> None:
 
 
 def _service() -> Service:
-    try:
-        return get_service()
-    except LearnstreamError as exc:
-        _fail(str(exc))
-        raise  # unreachable
+    """This process's service (settings from the environment)."""
+    return get_service()
 
 
 @cli.command()
@@ -271,10 +282,7 @@ def alerts(
 
     if ctx.invoked_subcommand is not None:
         return
-    try:
-        rows = list_alerts(_service(), stream, include_acknowledged=not open_only)
-    except LearnstreamError as exc:
-        _fail(str(exc))
+    rows = list_alerts(_service(), stream, include_acknowledged=not open_only)
     if json_out:
         _print_json(rows)
         return
@@ -298,10 +306,7 @@ def alerts_ack(
 
     if not 1 <= len(by) <= 128:
         _fail("--by must be 1 to 128 characters")
-    try:
-        alert = acknowledge_alert(_service().store, alert_id, by)
-    except LearnstreamError as exc:
-        _fail(str(exc))
+    alert = acknowledge_alert(_service().store, alert_id, by)
     if json_out:
         _print_json(alert)
         return
@@ -319,10 +324,7 @@ def models(
     """Model versions of a stream with lineage, status and gate decisions."""
     from service.queries.listings import list_models
 
-    try:
-        rows = list_models(_service(), stream)
-    except LearnstreamError as exc:
-        _fail(str(exc))
+    rows = list_models(_service(), stream)
     if json_out:
         _print_json(rows)
         return
@@ -343,10 +345,7 @@ def drift(
     """Drift verdicts per window: detector, statistic, p-value, per-group verdicts."""
     from service.queries.listings import list_drift
 
-    try:
-        rows = list_drift(_service(), stream)
-    except LearnstreamError as exc:
-        _fail(str(exc))
+    rows = list_drift(_service(), stream)
     if json_out:
         _print_json(rows)
         return
@@ -367,10 +366,7 @@ def windows(
     """Windows of a stream, oldest first, with what processing decided (as GET /v1/windows)."""
     from service.queries.listings import list_windows
 
-    try:
-        rows = list_windows(_service(), stream)
-    except LearnstreamError as exc:
-        _fail(str(exc))
+    rows = list_windows(_service(), stream)
     if json_out:
         _print_json(rows)
         return
@@ -393,10 +389,7 @@ def promote(
     and why), as POST /v1/models/{version}/promote does."""
     from service.models.promotion import promote as make_champion
 
-    try:
-        result = make_champion(_service(), stream, version, by=by, reason=reason)
-    except LearnstreamError as exc:
-        _fail(str(exc))
+    result = make_champion(_service(), stream, version, by=by, reason=reason)
     typer.echo(f"{stream}: champion v{version} (was v{result['previous']})")
 
 
@@ -413,10 +406,7 @@ def rollback(
     POST /v1/models/rollback does."""
     from service.models.promotion import rollback as roll_back
 
-    try:
-        result = roll_back(_service(), stream, by=by, reason=reason, to=to)
-    except LearnstreamError as exc:
-        _fail(str(exc))
+    result = roll_back(_service(), stream, by=by, reason=reason, to=to)
     typer.echo(f"{stream}: champion v{result['champion']} (was v{result['previous']})")
 
 
@@ -446,8 +436,6 @@ def report(
             typer.echo(json.dumps(report_data(service, stream), default=str))
             return
         typer.echo(write_report(service, stream, out))
-    except LearnstreamError as exc:
-        _fail(str(exc))
     except OSError as exc:
         _fail(f"cannot write the report: {exc}")
 
@@ -472,19 +460,12 @@ def api(
             err=True,
         )
 
-    try:
-        serve(settings, host, port, on_windows_closed=queue_windows)
-    except LearnstreamError as exc:
-        _fail(str(exc))
+    serve(settings, host, port, on_windows_closed=queue_windows)
 
 
 def main() -> None:
     """Console-script entry point."""
-    try:
-        cli()
-    except LearnstreamError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    cli()
 
 
 if __name__ == "__main__":
