@@ -83,16 +83,7 @@ def drift_timeline(data: dict[str, Any]) -> str | None:
                 return math.nan
             return max(float(v), P_FLOOR) if log else float(v)
 
-        x = [r["window"] for r in kind_rows]
-        ax.plot(
-            x,
-            [plotted(r[value]) for r in kind_rows],
-            "o-",
-            color="black",
-            lw=1.5,
-            ms=4,
-            label="overall",
-        )
+        _overall(ax, [r["window"] for r in kind_rows], [plotted(r[value]) for r in kind_rows])
         for group in groups:
             points = [
                 (r["window"], plotted((r["per_group"].get(group) or {}).get(value)))
@@ -138,6 +129,11 @@ def drift_timeline(data: dict[str, Any]) -> str | None:
     return data_uri(figure)
 
 
+def _overall(ax: Axes, x: list[int], y: list[float]) -> None:
+    """The overall line of a per-window plot, drawn the same in every figure."""
+    ax.plot(x, y, "o-", color="black", lw=1.5, ms=4, label="overall")
+
+
 def accuracy_timeline(data: dict[str, Any]) -> str | None:
     """Prequential accuracy per group and overall, per window, under each serving champion.
 
@@ -162,15 +158,7 @@ def accuracy_timeline(data: dict[str, Any]) -> str | None:
         ax.axvspan(start - 0.5, end + 0.5, color="#cfd8e3" if k % 2 else "#eef2f6", lw=0)
         ax.text((start + end) / 2, 1.02, f"v{version}", ha="center", va="bottom", fontsize=9)
     x = [w["seq"] for w in windows]
-    ax.plot(
-        x,
-        [w["accuracy"].get("overall", math.nan) for w in windows],
-        "o-",
-        color="black",
-        lw=1.5,
-        ms=4,
-        label="overall",
-    )
+    _overall(ax, x, [w["accuracy"].get("overall", math.nan) for w in windows])
     for group in groups:
         ax.plot(
             x,
