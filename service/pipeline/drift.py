@@ -26,12 +26,13 @@ from drift.result import DriftResult
 from learners.models import to_float
 from service.config import Settings
 from service.context import Service
-from service.pipeline.inputs import WindowInputs
+from service.pipeline.inputs import Champion, WindowInputs
 from service.pipeline.prequential import Prequential
 from service.pipeline.reference import Reference
 
 log = logging.getLogger(__name__)
 
+NO_PENULTIMATE_FEATURES = "the champion's penultimate features were not computed for this window"
 ONLINE_NEEDS_MMD_OR_LSDD = "drift_mode 'online' needs drift_detector 'mmd' or 'lsdd', not {name!r}"
 
 
@@ -151,16 +152,15 @@ def _build_online(settings: Settings, reference: np.ndarray) -> OnlineCovariateD
 
 
 def covariate_features(
-    settings: Settings, inputs: WindowInputs, reference: Reference
+    settings: Settings, inputs: WindowInputs, champion: Champion, reference: Reference
 ) -> CovariateFeatures:
     """Reference and window in the configured feature space (the champion's outputs or the
     untrained encoder's)."""
     if settings.drift_feature_space == "penultimate":
-        if inputs.outputs is None or inputs.outputs.features is None or reference.features is None:
-            raise ValueError("penultimate features were not computed for this window")
-        return CovariateFeatures(
-            reference.features, reference.holdout.groups, inputs.outputs.features
-        )
+        window = champion.outputs.features
+        if window is None or reference.features is None:
+            raise ValueError(NO_PENULTIMATE_FEATURES)
+        return CovariateFeatures(reference.features, reference.holdout.groups, window)
     encoder = untrained_encoder(
         settings.drift_encoder_dim, settings.drift_encoder_seed, inputs.batch.x.shape[1]
     )
@@ -172,13 +172,13 @@ def covariate_features(
 
 
 def run_covariate_test(
-    service: Service, inputs: WindowInputs, features: CovariateFeatures
+    service: Service, inputs: WindowInputs, champion: Champion, features: CovariateFeatures
 ) -> DriftResult:
     """The covariate test of the window against the champion's held-out reference."""
     s = service.settings
     if s.drift_mode == "online":
         key = (
-            inputs.champion_version,
+            champion.version,
             s.drift_feature_space,
             s.drift_detector,
             s.drift_online_ert,
@@ -209,7 +209,11 @@ def run_covariate_test(
 
 
 def run_drift_tests(
-    service: Service, inputs: WindowInputs, prequential: Prequential, reference: Reference
+    service: Service,
+    inputs: WindowInputs,
+    champion: Champion,
+    prequential: Prequential,
+    reference: Reference,
 ) -> DriftFindings:
     """Covariate (when the reference is large enough), label and concept tests of the window."""
     s = service.settings
@@ -220,8 +224,8 @@ def run_drift_tests(
     if s.drift_mode == "online":
         needed = max(needed, 2 * s.drift_online_window + 1)
     if len(reference.holdout) >= needed:
-        covariate = covariate_features(s, inputs, reference)
-        results.append(run_covariate_test(service, inputs, covariate))
+        covariate = covariate_features(s, inputs, champion, reference)
+        results.append(run_covariate_test(service, inputs, champion, covariate))
     else:
         note = f"reference too small for the covariate test ({len(reference.holdout)})"
     results.append(

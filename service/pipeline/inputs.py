@@ -32,14 +32,25 @@ class ModelOutputs:
 
 
 @dataclass(frozen=True)
+class Champion:
+    """The version serving the stream, and its outputs on the window's batch."""
+
+    loaded: LoadedVersion
+    outputs: ModelOutputs
+
+    @property
+    def version(self) -> int:
+        return self.loaded.version
+
+
+@dataclass(frozen=True)
 class WindowInputs:
     """Everything the stages read about one claimed window; ``champion`` is None before v1."""
 
     stream: Stream
     window: Window
     batch: Batch
-    champion: LoadedVersion | None
-    outputs: ModelOutputs | None  # the champion's, on ``batch``
+    champion: Champion | None
 
     @property
     def champion_version(self) -> int | None:
@@ -78,8 +89,8 @@ def load_inputs(service: Service, stream_name: str, window_id: int) -> WindowInp
         batch = load_batch(session, stream, [window_id])
     version = service.registry.champion(stream.id)
     if version is None:
-        return WindowInputs(stream, window, batch, None, None)
-    champion = service.version(stream.name, version)
+        return WindowInputs(stream, window, batch, None)
+    loaded = service.version(stream.name, version)
     penultimate = service.settings.drift_feature_space == "penultimate"
-    outputs = model_outputs(champion.model, batch.x, features=penultimate)
-    return WindowInputs(stream, window, batch, champion, outputs)
+    outputs = model_outputs(loaded.model, batch.x, features=penultimate)
+    return WindowInputs(stream, window, batch, Champion(loaded, outputs))

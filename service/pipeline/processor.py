@@ -22,7 +22,7 @@ from service.pipeline.decision import Decision, decide, update_failed
 from service.pipeline.drift import DriftFindings, run_drift_tests
 from service.pipeline.gate import judge
 from service.pipeline.holdout import gate_holdout
-from service.pipeline.inputs import WindowInputs, load_inputs
+from service.pipeline.inputs import Champion, WindowInputs, load_inputs
 from service.pipeline.prequential import Prequential, score_window
 from service.pipeline.records import record_drift
 from service.pipeline.reference import load_reference
@@ -83,17 +83,18 @@ def process_window(service: Service, stream_name: str, window_id: int) -> Window
     with clock.stage("inputs"):
         inputs = load_inputs(service, stream_name, window_id)
     discard_dead_attempt(service, inputs.stream, window_id)
-    if inputs.champion is None:
+    champion = inputs.champion
+    if champion is None:
         cold = bootstrap(service, inputs, clock)
         outcome = _outcome(service, inputs, clock, cold=cold)
     else:
         with clock.stage("prequential"):
-            scored = _prequential(inputs)
+            scored = score_window(inputs.batch, champion.outputs.predictions)
         with clock.stage("drift"):
-            findings = _drift(service, inputs, scored)
+            findings = _drift(service, inputs, champion, scored)
         decision = None
         if should_update(service.settings, findings.drifted):
-            decision = _update(service, inputs, clock)
+            decision = _update(service, inputs, champion, clock)
         outcome = _outcome(
             service, inputs, clock, scored=scored, findings=findings, decision=decision
         )
@@ -119,40 +120,34 @@ def process_window(service: Service, stream_name: str, window_id: int) -> Window
     return outcome
 
 
-def _prequential(inputs: WindowInputs) -> Prequential:
-    if inputs.outputs is None:
-        raise ValueError("the prequential check needs the champion's outputs")
-    return score_window(inputs.batch, inputs.outputs.predictions)
-
-
-def _drift(service: Service, inputs: WindowInputs, scored: Prequential) -> DriftFindings:
+def _drift(
+    service: Service, inputs: WindowInputs, champion: Champion, scored: Prequential
+) -> DriftFindings:
     """The drift tests against the champion's reference, recorded as reports and incidents."""
     s = service.settings
-    if inputs.champion is None:
-        raise ValueError("drift is tested against a champion's reference")
     reference = load_reference(
         service.store,
         inputs.stream,
-        inputs.champion,
+        champion.loaded,
         limit=s.reference_size,
         features=s.drift_feature_space == "penultimate",
     )
-    findings = run_drift_tests(service, inputs, scored, reference)
+    findings = run_drift_tests(service, inputs, champion, scored, reference)
     record_drift(service.store, inputs, scored, reference, findings, s.incident_samples)
     return findings
 
 
-def _update(service: Service, inputs: WindowInputs, clock: Stopwatch) -> Decision:
+def _update(
+    service: Service, inputs: WindowInputs, champion: Champion, clock: Stopwatch
+) -> Decision:
     """Train a candidate from the champion on the window, gate it, promote or reject it."""
-    s, champion = service.settings, inputs.champion
-    if champion is None:
-        raise ValueError("an update starts from a champion")
+    s, loaded = service.settings, champion.loaded
     run = TrainingRun.for_window(s, inputs.window.seq, epochs=s.train_epochs)
     samples = inputs.batch.where(inputs.batch.splits == "train")
     candidate = None
     try:
         with clock.stage("update"):
-            trained = train(s, champion.model, samples, champion.state, run)
+            trained = train(s, loaded.model, samples, loaded.state, run)
         written = write_candidate(
             service.registry,
             s,
@@ -165,7 +160,7 @@ def _update(service: Service, inputs: WindowInputs, clock: Stopwatch) -> Decisio
         candidate = written.version
         with clock.stage("gate"):
             holdout = gate_holdout(service.store, inputs.stream, s)
-            report = judge(champion.model, written.model, holdout, s)
+            report = judge(loaded.model, written.model, holdout, s)
     except Exception as exc:  # a crash in an update leaves the champion serving
         return update_failed(service, inputs, candidate, exc)
     return decide(service, inputs, candidate, report)
