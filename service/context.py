@@ -23,8 +23,6 @@ class Service:
         self.store = store
         self._versions: OrderedDict[tuple[str, int], LoadedVersion] = OrderedDict()
         self._lock = threading.Lock()
-        self._encoders: dict[tuple[int, int, int], object] = {}
-        self._online: dict[str, tuple[tuple[object, ...], object]] = {}
         self.webhook: WebhookSink | None = None
         if settings.webhook_url:  # alerts also go, signed, to the operators' webhook
             from service.alerts.webhook import install_webhook
@@ -57,33 +55,6 @@ class Service:
             while len(self._versions) > 8:
                 self._versions.popitem(last=False)
         return loaded
-
-    def encoder(self, enc_dim: int, seed: int, in_channels: int):  # type: ignore[no-untyped-def]
-        """The fixed, seeded, untrained drift encoder (built once per process)."""
-        key = (enc_dim, seed, in_channels)
-        with self._lock:
-            if key not in self._encoders:
-                from drift.features import UntrainedEncoder
-
-                self._encoders[key] = UntrainedEncoder(enc_dim, seed, in_channels)
-            return self._encoders[key]
-
-    def online_detector(self, stream: str, key: tuple[object, ...], build):  # type: ignore[no-untyped-def]
-        """The stream's online drift detector for ``key`` (its champion and settings).
-
-        Online detectors carry their run (time since the last alarm) from window to window,
-        so the learner keeps one per stream in memory, built by ``build()`` when the key
-        changes (a new champion means a new reference). A restarted learner starts a new
-        run: the thresholds are seeded, so only the time since the last alarm is lost.
-        """
-        with self._lock:
-            current = self._online.get(stream)
-            if current is not None and current[0] == key:
-                return current[1]
-        detector = build()
-        with self._lock:
-            self._online[stream] = (key, detector)
-        return detector
 
     def close(self) -> None:
         if self.webhook is not None:

@@ -24,16 +24,37 @@ from typing import Any
 
 import numpy as np
 from scipy.stats import norm
+from torch import nn
 
-from learners.evaluation import evaluate_by_group
+from learners.evaluation import GroupMetrics, evaluate_by_group, predict
+from learners.models import to_float
+from service.config import Settings
+from service.pipeline.holdout import GateHoldout
+
+
+def _default(name: str) -> Any:
+    """The default of one of :class:`~service.config.Settings`' fields: the one source."""
+    return Settings.model_fields[name].default
 
 
 @dataclass(frozen=True)
 class GateSettings:
-    tolerance: float = 0.02
-    min_group_size: int = 30
-    max_gap_increase: float = 0.05
-    confidence: float = 0.95
+    """The gate's thresholds; each defaults to its field of :class:`~service.config.Settings`."""
+
+    tolerance: float = _default("gate_tolerance")
+    min_group_size: int = _default("min_group_size")
+    max_gap_increase: float = _default("max_gap_increase")
+    confidence: float = _default("gate_confidence")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GateSettings:
+        """The thresholds a service is configured with."""
+        return cls(
+            tolerance=settings.gate_tolerance,
+            min_group_size=settings.min_group_size,
+            max_gap_increase=settings.max_gap_increase,
+            confidence=settings.gate_confidence,
+        )
 
 
 @dataclass(frozen=True)
@@ -218,7 +239,7 @@ def run_gate(
     by_window = [c for (kind, _), c in compared.items() if kind == "window"]
     group_names = [g for kind, g in deciding if kind == "group"]
 
-    def gap(metrics) -> float:  # type: ignore[no-untyped-def]
+    def gap(metrics: GroupMetrics) -> float:
         accs = [metrics.by_group[g]["accuracy"] for g in group_names]
         return float(max(accs) - min(accs)) if len(accs) >= 2 else 0.0
 
@@ -246,4 +267,23 @@ def run_gate(
             "champion": _finite(champ_metrics.by_group),
             "candidate": _finite(cand_metrics.by_group),
         },
+    )
+
+
+def judge(
+    champion: nn.Module, candidate: nn.Module, holdout: GateHoldout, settings: Settings
+) -> GateReport:
+    """Score champion and candidate on the gate's holdout and run the gate on their predictions."""
+    x = to_float(holdout.batch.x)
+    champion_pred, champion_proba = predict(champion, x)
+    candidate_pred, candidate_proba = predict(candidate, x)
+    return run_gate(
+        holdout.batch.y,
+        champion_pred.numpy(),
+        candidate_pred.numpy(),
+        holdout.batch.groups,
+        holdout.window_numbers,
+        GateSettings.from_settings(settings),
+        champion_proba=champion_proba.numpy(),
+        candidate_proba=candidate_proba.numpy(),
     )

@@ -105,7 +105,7 @@ def _check_incidents(service, outcomes) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_a_crash_in_the_update_leaves_the_champion_serving(sqlite_service, monkeypatch) -> None:
-    import service.pipeline.processor as pipeline
+    import service.pipeline.update as update
 
     plan = DemoPlan(windows=2, window_size=64, bad_samples={})
     for _, samples in demo_stream(plan):
@@ -117,7 +117,7 @@ def test_a_crash_in_the_update_leaves_the_champion_serving(sqlite_service, monke
     def boom(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(pipeline, "train_update", boom)
+    monkeypatch.setattr(update, "train_update", boom)
     settings = sqlite_service.settings.model_copy(update={"update_policy": "every_window"})
     monkeypatch.setattr(sqlite_service, "settings", settings)
     more = DemoPlan(windows=3, window_size=64, bad_samples={}, seed=99)

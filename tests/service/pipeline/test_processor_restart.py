@@ -66,9 +66,9 @@ def learn(homes: dict[str, str], windows: list[int], samples: list[dict]) -> Non
 # A new learner process: it knows nothing but what the store and the registry hold.
 NEW_PROCESS = """
 import json, sys
-sys.path[:0] = sys.argv[1:3]
+sys.path[:0] = sys.argv[1:4]
 from test_processor_restart import learn
-spec = json.loads(open(sys.argv[3]).read())
+spec = json.loads(open(sys.argv[4]).read())
 learn(spec["homes"], spec["windows"], json.loads(open(spec["samples"]).read()))
 """
 
@@ -81,7 +81,15 @@ def _in_new_process(tmp_path: Path, homes: dict[str, str], windows: list[int]) -
     here = Path(__file__).resolve().parent
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEARNSTREAM_")}
     done = subprocess.run(
-        [sys.executable, "-c", NEW_PROCESS, str(here.parents[2]), str(here), str(spec)],
+        [
+            sys.executable,
+            "-c",
+            NEW_PROCESS,
+            str(here.parents[2]),
+            str(here.parents[1]),
+            str(here),
+            str(spec),
+        ],
         env=env,
         capture_output=True,
         text=True,

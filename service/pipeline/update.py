@@ -1,0 +1,113 @@
+"""Training a candidate on a window's samples and writing it to the registry.
+
+Training is seeded by ``seed + window number`` and sees the samples in arrival order, so
+the same window gives bit-identical weights in any process (``test_processor_restart``).
+The manifest records the epochs, learning rate and batch size that really ran.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from learners.models import SmallCNN, to_float
+from learners.strategy_state import StrategyState
+from learners.update import UpdateResult, train_update
+from service.config import Settings
+from service.models.registry import Registry
+from service.store.batches import Batch
+from service.store.schema import Stream
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """How one candidate is trained: what its manifest records besides the strategy's params."""
+
+    epochs: int
+    learning_rate: float
+    batch_size: int
+    seed: int
+
+    @classmethod
+    def for_window(cls, settings: Settings, window: int, *, epochs: int) -> TrainingRun:
+        """The run on window number ``window``, seeded by ``settings.seed + window``."""
+        return cls(
+            epochs, settings.learning_rate, settings.train_batch_size, settings.seed + window
+        )
+
+    def manifest_params(self, strategy_params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **strategy_params,
+            "epochs": self.epochs,
+            "lr": self.learning_rate,
+            "batch_size": self.batch_size,
+        }
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A trained candidate written to the registry (status ``candidate``)."""
+
+    version: int
+    model: SmallCNN
+
+
+def should_update(settings: Settings, drifted: bool) -> bool:
+    """Whether the update policy trains a candidate on this window."""
+    if settings.update_policy == "every_window":
+        return True
+    if settings.update_policy == "on_drift":
+        return drifted
+    return False
+
+
+def train(
+    settings: Settings,
+    model: SmallCNN,
+    samples: Batch,
+    state: StrategyState | None,
+    run: TrainingRun,
+) -> UpdateResult:
+    """A copy of ``model`` trained on ``samples``, in their order, as the next experience."""
+    return train_update(
+        model,
+        to_float(samples.x),
+        samples.y_tensor,
+        sample_ids=samples.sample_ids,
+        groups=[str(g) for g in samples.groups],
+        strategy=settings.strategy,
+        params=dict(settings.strategy_params),
+        state=state,
+        epochs=run.epochs,
+        batch_size=run.batch_size,
+        lr=run.learning_rate,
+        seed=run.seed,
+    )
+
+
+def write_candidate(
+    registry: Registry,
+    settings: Settings,
+    stream: Stream,
+    trained: UpdateResult,
+    run: TrainingRun,
+    *,
+    parent: int | None,
+    windows: list[int],
+) -> Candidate:
+    """Write the trained model and state as the stream's next version (status ``candidate``)."""
+    version = registry.create_version(
+        stream,
+        trained.model,
+        trained.state,
+        parent=parent,
+        strategy=settings.strategy,
+        params=run.manifest_params(settings.strategy_params),
+        windows=[int(w) for w in windows],
+        arch={
+            "n_classes": len(stream.classes),
+            "in_channels": stream.channels,
+            "input_size": stream.size,
+        },
+    )
+    return Candidate(version, trained.model)
