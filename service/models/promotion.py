@@ -1,10 +1,11 @@
-"""Promotion and rollback: an operator moves the champion pointer, recording who and why.
+"""Promotion and rollback: the champion pointer moves, recording who and why.
 
 Both are the one path of the API (``POST /v1/models/{version}/promote``,
 ``POST /v1/models/rollback``) and the CLI (``learnstream promote``, ``learnstream
-rollback``). Before the pointer moves, the target is loaded from disk and its files are
-checked against their manifest and the manifest's digests against the store's, so a
-missing or tampered version never becomes champion.
+rollback``); the learner promotes a candidate that passed the gate through ``promote`` too.
+Before the pointer moves, the target is loaded from disk and its files are checked against
+their manifest and the manifest's digests against the store's, so a missing or tampered
+version never becomes champion.
 
 Without ``to``, a rollback's target is the previous champion: the newest ``retired``
 version older than the current champion (a promotion marks the version it replaces
@@ -61,14 +62,22 @@ def _check_files(service: Service, stream: str, version: int, digests: dict[str,
         raise ModelNotFound(MANIFEST_MISMATCH.format(stream=stream, version=version))
 
 
-def promote(service: Service, stream: str, version: int, *, by: str, reason: str) -> dict[str, Any]:
-    """Make ``version`` the champion once its files are checked; returns ``{"stream",
-    "champion", "previous"}``."""
+def promote(
+    service: Service,
+    stream: str,
+    version: int,
+    *,
+    by: str,
+    reason: str,
+    report: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Make ``version`` the champion once its files are checked (``report``: the gate's, kept
+    with the version); returns ``{"stream", "champion", "previous"}``."""
     with service.store.session() as session:
         stream_id = service.store.stream(session, stream).id
         digests = _stored_digests(session, stream_id, stream, version)
     _check_files(service, stream, version, digests)
-    previous = service.registry.promote(stream_id, version, by=by, reason=reason)
+    previous = service.registry.promote(stream_id, version, by=by, reason=reason, report=report)
     return {"stream": stream, "champion": version, "previous": previous}
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from learners.evaluation import predict
 from learners.models import build_model, to_float
 from service.context import Service
+from service.models.promotion import promote
 from service.pipeline import notifications
 from service.pipeline.decision import Decision, update_failed
 from service.pipeline.inputs import WindowInputs
@@ -83,9 +84,7 @@ def bootstrap(service: Service, inputs: WindowInputs, clock: Stopwatch) -> Boots
         return Bootstrap(update_failed(service, inputs, candidate, exc))
     report = {"bootstrap": True, "accuracy": accuracy, "n": len(holdout)}
     if accuracy >= s.min_bootstrap_accuracy:
-        service.registry.promote(
-            stream.id, candidate, by="learner", reason="bootstrap", report=report
-        )
+        promote(service, stream.name, candidate, by="learner", reason="bootstrap", report=report)
         return Bootstrap(Decision(candidate, True, promoted=candidate))
     service.registry.set_status(stream.id, candidate, "rejected", report)
     reason = f"bootstrap accuracy {accuracy:.3f} below {s.min_bootstrap_accuracy}"

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from service.context import Service
+from service.models.promotion import promote
 from service.pipeline import notifications
 from service.pipeline.gate import GateReport
 from service.pipeline.inputs import WindowInputs
@@ -30,8 +31,9 @@ def decide(service: Service, inputs: WindowInputs, candidate: int, report: GateR
     stream, seq = inputs.stream, inputs.window.seq
     reasons = tuple(report.reasons)
     if report.passed:
-        service.registry.promote(
-            stream.id,
+        promote(
+            service,
+            stream.name,
             candidate,
             by="learner",
             reason=f"gate passed on window {seq}",

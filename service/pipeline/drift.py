@@ -21,7 +21,8 @@ from drift.concept import concept_drift
 from drift.detectors import make_covariate_detector
 from drift.features import UntrainedEncoder
 from drift.label import label_shift
-from drift.online import OnlineCovariateDetector, OnlineMethod
+from drift.names import OnlineDetectorName
+from drift.online import OnlineCovariateDetector
 from drift.result import DriftResult
 from learners.models import to_float
 from service.config import Settings
@@ -123,7 +124,7 @@ def online_detectors(service: Service) -> OnlineDetectors:
         return detectors
 
 
-def _online_method(settings: Settings) -> OnlineMethod:
+def _online_method(settings: Settings) -> OnlineDetectorName:
     if settings.drift_detector == "mmd":
         return "mmd"
     if settings.drift_detector == "lsdd":
