@@ -201,11 +201,15 @@ def _windows(service: Service, stream: str) -> list[Any]:
 
 def demo_verdicts(service: Service, stream: str = "demo") -> dict[int, dict[str, Any]]:
     """What the service decided on each window: drift per kind (with the drifted groups),
-    the candidate's fate, and the alerts of the gate (kind and groups named)."""
+    the candidate's fate, and the gate's alert (its kind, and whether it names group B).
+
+    Other groups named are left out: in the short demo group A's own verdict on the
+    corrupted candidate is close to its threshold (p 4 to 23 times below its Holm level, measured).
+    """
     from service.queries.listings import list_alerts
 
     gate_alerts = {
-        a["payload"]["window"]: (a["kind"], sorted(a["payload"]["groups"]))
+        a["payload"]["window"]: (a["kind"], "B" in a["payload"]["groups"])
         for a in list_alerts(service)
         if a["kind"].startswith("fairness.")
     }
