@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from helpers import PG_ADMIN_URL, make_settings
+from helpers import PG_ADMIN_URL, make_settings, play_demo
 
 from service.context import Service, set_service
 from service.store.engine import Store
@@ -68,3 +69,13 @@ def sqlite_service(tmp_path: Path) -> Iterator[Service]:
     set_service(svc)
     yield svc
     set_service(None)
+
+
+@pytest.fixture(scope="session")
+def short_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Service, dict[str, Any]]:
+    """A store filled once per session by the short demo (``helpers.SHORT_DEMO``), with
+    torch's default threads, and the run's summary; the dashboard and demo tests read it."""
+    import logging
+
+    log = logging.getLogger("short_demo")
+    return play_demo(tmp_path_factory.mktemp("short_demo") / "home", echo=log.info)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
@@ -19,7 +20,7 @@ from learners.models import to_float
 from service.context import Service
 from service.demo.stream import DemoPlan, demo_stream
 from service.store.batches import load_batch
-from service.store.schema import Alert, ModelVersion, Window
+from service.store.schema import Alert, DriftReport, ModelVersion, Window
 
 SendSamples = Callable[[str, list[dict[str, Any]]], dict[str, Any]]
 SendImages = Callable[[str, list[str]], dict[str, Any]]
@@ -40,8 +41,129 @@ def _wait_processed(service: Service, stream_id: int, seq: int, timeout: float) 
         time.sleep(0.2)
 
 
-def describe(seq: int, summary: dict[str, Any], served: int | None) -> str:
-    """One progress line for a processed window."""
+@dataclass(frozen=True)
+class SliceMargin:
+    """How far one deciding slice of a gate (a group or a window) is from the edge.
+
+    The gate fails a slice whose p-value is within its Holm level (Holm's step-down) and
+    whose accuracy fell by more than the tolerance; the further both are from their
+    limits, the less its ``verdict`` can depend on rounding.
+    """
+
+    subject: str
+    verdict: str
+    difference: float
+    tolerance: float
+    p_value: float
+    holm: float
+
+    def __str__(self) -> str:
+        return (
+            f"{self.subject} {self.difference:+.3f} (tolerance {self.tolerance}), "
+            f"p={self.p_value:.2g} vs Holm {self.holm:.2g}"
+        )
+
+
+@dataclass(frozen=True)
+class GateMargins:
+    """The margins of one gate decision: every deciding slice, and the group gap's change."""
+
+    groups: list[SliceMargin]
+    windows: list[SliceMargin]
+    gap_change: float
+    max_gap_increase: float
+
+    @property
+    def worst_group(self) -> SliceMargin | None:
+        return min(self.groups, key=lambda m: m.difference, default=None)
+
+    def __str__(self) -> str:
+        worst = self.worst_group
+        parts = [f"worst group {worst}"] if worst is not None else []
+        parts.append(f"gap {self.gap_change:+.3f} (max +{self.max_gap_increase})")
+        return "gate margin: " + "; ".join(parts)
+
+
+def gate_margins(
+    report: dict[str, Any], *, tolerance: float, max_gap_increase: float, confidence: float
+) -> GateMargins | None:
+    """The margins of a stored gate report, or ``None`` for a report without a gate (bootstrap).
+
+    The Holm level of each deciding slice is ``(1 - confidence) / (m - rank)``, ranked by
+    ascending p-value over the ``m`` slices that decide, as the gate ranks them.
+    """
+    if "groups" not in report:
+        return None
+    deciding = [
+        c for c in [*report["groups"], *report["windows"]] if c["verdict"] != "not decisive"
+    ]
+    ranked = sorted(deciding, key=lambda c: c["p_value"])
+    alpha = 1.0 - confidence
+    holm = {id(c): alpha / (len(ranked) - rank) for rank, c in enumerate(ranked)}
+
+    def margins(comparisons: list[dict[str, Any]]) -> list[SliceMargin]:
+        return [
+            SliceMargin(
+                c["subject"], c["verdict"], c["difference"], tolerance, c["p_value"], holm[id(c)]
+            )
+            for c in comparisons
+            if id(c) in holm
+        ]
+
+    return GateMargins(
+        groups=margins(report["groups"]),
+        windows=margins(report["windows"]),
+        gap_change=report["candidate_gap"] - report["champion_gap"],
+        max_gap_increase=max_gap_increase,
+    )
+
+
+def drift_margins(reports: list[DriftReport]) -> str:
+    """Each test's smallest p-value (overall or a group's) against its threshold."""
+    parts = []
+    for r in reports:
+        tested = [(r.p_value, "all")] + [(v["p_value"], g) for g, v in r.per_group.items()]
+        known = [(p, g) for p, g in tested if p is not None]  # ADWIN and others give none
+        if known:
+            p, group = min(known)
+            parts.append(f"{r.kind} p={p:.2g}[{group}] vs {r.threshold:.2g}")
+    return "drift margin: " + ", ".join(parts) if parts else ""
+
+
+def window_margins(service: Service, stream_id: int, seq: int, summary: dict[str, Any]) -> str:
+    """The drift and gate margins of a processed window, for its progress line."""
+    s = service.settings
+    with service.store.session() as session:
+        reports = list(
+            session.scalars(
+                select(DriftReport)
+                .join(Window, Window.id == DriftReport.window_id)
+                .where(Window.stream_id == stream_id, Window.seq == seq)
+                .order_by(DriftReport.id)
+            )
+        )
+        report = None
+        if summary.get("candidate") is not None:
+            report = session.scalar(
+                select(ModelVersion.gate_report).where(
+                    ModelVersion.stream_id == stream_id,
+                    ModelVersion.version == summary["candidate"],
+                )
+            )
+    parts = [drift_margins(reports)]
+    if report:
+        gate = gate_margins(
+            report,
+            tolerance=s.gate_tolerance,
+            max_gap_increase=s.max_gap_increase,
+            confidence=s.gate_confidence,
+        )
+        parts.append(str(gate) if gate is not None else "")
+    return " | ".join(p for p in parts if p)
+
+
+def describe(seq: int, summary: dict[str, Any], served: int | None, margins: str = "") -> str:
+    """One progress line for a processed window (with its margins, when given)."""
     drift = [k for k, v in summary.get("drift", {}).items() if v]
     parts = [f"window {seq:>3}"]
     acc = summary.get("prequential_accuracy", {})
@@ -63,6 +185,8 @@ def describe(seq: int, summary: dict[str, Any], served: int | None) -> str:
     if summary.get("note"):
         parts.append(summary["note"])
     parts.append(f"serving v{served}" if served else "no champion yet")
+    if margins:
+        parts.append(margins)
     return " | ".join(parts)
 
 
@@ -93,7 +217,9 @@ def run_demo(
         version = service.registry.champion(stream_id)
         if version is not None:
             served.append(send_images(stream, [samples[0]["image"]])["model_version"])
-        echo(describe(window, processed.summary or {}, version))
+        decided = processed.summary or {}
+        margins = window_margins(service, stream_id, window, decided)
+        echo(describe(window, decided, version, margins))
     summary = summarise(service, stream, plan)
     echo(f"predict served versions {sorted(set(served))} while the stream ran")
     summary.update(

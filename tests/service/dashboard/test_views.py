@@ -1,9 +1,10 @@
 """The dashboard in headless Chromium and ``learnstream report``, on the data of a real run.
 
-A short demo run (``run_demo`` of ``learnstream run``: 9 windows of 128 digits, version 1
-trained at window 2, group B rotated from window 4, B's labels permuted in window 7) fills
-a store through the very calls the Celery tasks make (ingest, then processing of each
-closed window, predictions); the HTTP API serves it with uvicorn in a thread on a free
+A short demo run (``run_demo`` of ``learnstream run`` on ``helpers.SHORT_DEMO``: 8 windows
+of 256 digits, version 1 trained at window 2, group B rotated from window 3, B's labels
+permuted in window 7; the session's ``short_demo`` fixture) fills a store through the
+very calls the Celery tasks make (ingest, then processing of each closed window,
+predictions); the HTTP API serves it with uvicorn in a thread on a free
 loopback port; Chromium (Debian's package, driven by playwright: no downloaded browser)
 opens ``/dashboard/demo``, checks that every picture rendered and the drift incident and
 the rejected candidate are shown, acknowledges the regression alert through the page and
@@ -14,7 +15,6 @@ runs in this process, so torch and friends are imported once.
 from __future__ import annotations
 
 import json
-import logging
 import re
 import shutil
 import socket
@@ -27,21 +27,16 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from helpers import DEMO_TOKEN, SHORT_DEMO, demo_margins
 from sqlalchemy import select
 from typer.testing import CliRunner
 
 from service.api.app import create_app
 from service.cli import cli
-from service.config import Settings
 from service.context import Service, set_service
-from service.demo.job import run_demo
-from service.demo.stream import DemoPlan
-from service.ingest.samples import ingest
-from service.models.serving import predict_images
-from service.pipeline.processor import process_pending
 from service.store.schema import Alert
 
-TOKEN = "dashboard-test-token"
+TOKEN = DEMO_TOKEN
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -54,30 +49,16 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 OUTPUT = Path(__file__).resolve().parents[3] / "tests" / "output"
-PLAN = DemoPlan(windows=9, window_size=128, shift_window=4, corrupted_window=7)
-log = logging.getLogger(__name__)
+PLAN = SHORT_DEMO
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, dict[str, Any]]]:
-    """A store filled by a real (short) demo run, and the run's summary."""
-    home = tmp_path_factory.mktemp("dashboard") / "home"
-    settings = Settings(
-        home=home, window_size=PLAN.window_size, bootstrap_samples=150, operator_token=TOKEN
+def demo(short_demo: tuple[Service, dict[str, Any]]) -> Iterator[tuple[Service, dict[str, Any]]]:
+    """The session's short demo run, installed as the service the CLI uses."""
+    service, summary = short_demo
+    assert summary["drift_windows"] and summary["rejected_versions"], (
+        f"{summary}\n{demo_margins(service)}"
     )
-    service = Service.from_settings(settings)
-
-    def send_samples(stream: str, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        result = ingest(service.store, service.settings, stream, samples)  # learnstream.ingest
-        if result.closed_windows:
-            process_pending(service, stream)  # learnstream.process_window
-        return result.to_dict()
-
-    def send_images(stream: str, images: list[str]) -> dict[str, Any]:
-        return predict_images(service, stream, images)  # learnstream.predict
-
-    summary = run_demo(service, send_samples, send_images, PLAN, echo=log.info)
-    assert summary["drift_windows"] and summary["rejected_versions"], summary
     set_service(service)
     yield service, summary
     set_service(None)
@@ -129,7 +110,8 @@ def test_dashboard_in_chromium(demo: tuple[Service, dict[str, Any]], api_url: st
     service, summary = demo
     rejected = summary["rejected_versions"][0]
     regression = _regression_alert_id(service)
-    assert regression is not None and not _alert(service, regression).acknowledged
+    assert regression is not None, f"no fairness.regression alert\n{demo_margins(service)}"
+    assert not _alert(service, regression).acknowledged
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -224,7 +206,7 @@ def _report(*args: str) -> Any:
 
 
 def test_report_file_and_json(demo: tuple[Service, dict[str, Any]], tmp_path: Path) -> None:
-    _, summary = demo
+    service, summary = demo
     out = tmp_path / "report.html"
     done = _report("demo", "--out", str(out))
     assert done.exit_code == 0, done.output
@@ -245,7 +227,8 @@ def test_report_file_and_json(demo: tuple[Service, dict[str, Any]], tmp_path: Pa
     assert {d["kind"] for d in figures["drift"]} == {"covariate", "label", "concept"}
     rejected = [v for v in figures["versions"] if v["status"] == "rejected"]
     assert [v["version"] for v in rejected] == summary["rejected_versions"]
-    assert any(c["verdict"] == "fail" for c in rejected[0]["gate"]["groups"])
+    failed = {c["subject"] for c in rejected[0]["gate"]["groups"] if c["verdict"] == "fail"}
+    assert "B" in failed, f"group verdicts {failed}\n{demo_margins(service)}"
     kinds = {e["kind"] for e in figures["explanations"]}
     assert kinds == {"incident", "regression"}
     maps = figures["explanations"][0]["samples"][0]["maps"]

@@ -1,4 +1,5 @@
-"""`learnstream run`, the main job, end to end in a subprocess on the embedded default."""
+"""`learnstream run`, the main job, end to end in a subprocess on the embedded default; the
+short demo's verdicts, decided far from any threshold, and the same with one torch thread."""
 
 from __future__ import annotations
 
@@ -6,6 +7,18 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from helpers import SHORT_DEMO, candidate_gate, demo_margins, demo_verdicts, play_demo
+
+from service.context import Service
+from service.demo.job import gate_margins
+from service.pipeline.gate import GateSettings, run_gate
+from service.queries.listings import list_alerts, list_drift
 
 
 def test_learnstream_run(tmp_path) -> None:
@@ -22,6 +35,7 @@ def test_learnstream_run(tmp_path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
+    print("\n".join(lines))  # each window's line ends with its drift and gate margins
     summary = json.loads(lines[-1])
     assert set(summary) == {
         "windows",
@@ -44,7 +58,10 @@ def test_learnstream_run(tmp_path) -> None:
     assert summary["corrupted_windows"][0] in summary["drift_windows"]
     assert len(summary["promoted_versions"]) >= 2 and summary["rejected_versions"]
     assert summary["champion"] in summary["promoted_versions"]
-    assert summary["alerts"]["fairness.regression"] == 1
+    seq = summary["corrupted_windows"][0]
+    corrupted = next(x for x in lines if x.startswith(f"window {seq:>3}"))
+    assert "gate margin: worst group B" in corrupted, corrupted
+    assert summary["alerts"]["fairness.regression"] == 1, "\n".join(lines)
     assert summary["alerts"]["ingest.rejected"] == 1
     assert set(summary["accuracy_by_group"]) == {"A", "B"}
     assert all(a > 0.6 for a in summary["accuracy_by_group"].values())
@@ -70,3 +87,86 @@ def test_learnstream_run(tmp_path) -> None:
     )
     regression = [a for a in json.loads(alerts.stdout) if a["kind"] == "fairness.regression"]
     assert "B" in regression[0]["payload"]["groups"]
+
+
+def test_gate_margins_rank_the_deciding_slices_as_holm_does() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 200)
+    groups = np.array(["A", "B"] * 100)
+    windows = np.repeat([1, 2, 3, 4], 50)
+    candidate = np.where(groups == "B", (y + 1) % 10, y)  # wrong on every B sample
+    report = run_gate(y, y, candidate, groups, windows, GateSettings()).to_dict()
+    gate = gate_margins(report, tolerance=0.02, max_gap_increase=0.05, confidence=0.95)
+    assert gate is not None
+    bootstrap = {"bootstrap": True, "accuracy": 0.9, "n": 40}
+    assert gate_margins(bootstrap, tolerance=0.02, max_gap_increase=0.05, confidence=0.95) is None
+    by_subject = {m.subject: m for m in [*gate.groups, *gate.windows]}
+    assert set(by_subject) == {"A", "B", "window 1", "window 2", "window 3", "window 4"}
+    b = by_subject["B"]
+    assert b.verdict == "fail" and b.difference == -1.0 and b.p_value == 0.0
+    assert sorted(m.holm for m in by_subject.values()) == pytest.approx(
+        [0.05 / k for k in range(6, 0, -1)]
+    )
+    assert gate.worst_group is b and gate.gap_change == pytest.approx(1.0)
+    assert str(gate).startswith("gate margin: worst group B -1.000 (tolerance 0.02), p=0 vs")
+
+
+def test_the_short_demo_decides_by_a_wide_margin(
+    short_demo: tuple[Service, dict[str, Any]],
+) -> None:
+    """The shift is found in B with no permutation as extreme, the corrupted window's candidate
+    fails on B orders of magnitude beyond its Holm level, the good update passes easily."""
+    service, summary = short_demo
+    margins = demo_margins(service)
+    print(margins)
+    plan = SHORT_DEMO
+    verdicts = demo_verdicts(service)
+    assert not any(
+        drifted for w in range(1, plan.shift_window) for drifted, _ in verdicts[w]["drift"].values()
+    ), margins
+    shift = next(
+        r for r in list_drift(service, "demo")
+        if r["window"] == plan.shift_window and r["kind"] == "covariate"
+    )  # fmt: skip
+    b = shift["per_group"]["B"]
+    assert b["is_drift"] and b["p_value"] < shift["threshold"] / 2, margins
+
+    promoted = [v for v in summary["promoted_versions"] if v > 1]
+    assert promoted, margins
+    for version in promoted:
+        gate = candidate_gate(service, version)
+        assert gate is not None
+        assert all(m.p_value > 5 * m.holm for m in [*gate.groups, *gate.windows]), str(gate)
+        assert gate.gap_change < gate.max_gap_increase / 2, str(gate)
+
+    (rejected,) = summary["rejected_versions"]
+    gate = candidate_gate(service, rejected)
+    assert gate is not None
+    (worst,) = [m for m in gate.groups if m.subject == "B"]
+    assert worst.verdict == "fail", margins
+    assert worst.p_value < worst.holm / 100 and worst.difference < -5 * worst.tolerance, str(gate)
+    (alert,) = [a for a in list_alerts(service) if a["kind"].startswith("fairness.")]
+    assert alert["kind"] == "fairness.regression" and "B" in alert["payload"]["groups"], margins
+    assert alert["payload"]["window"] == plan.corrupted_window
+
+
+def test_verdicts_do_not_depend_on_torch_threads(
+    short_demo: tuple[Service, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The short demo played again with one torch thread decides the same on every window.
+
+    Training and the drift features round differently with another thread count (version 1
+    itself differs); only margins far from every threshold keep the verdicts equal.
+    """
+    service, _ = short_demo
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single, _ = play_demo(tmp_path / "home", echo=lambda line: None)
+    finally:
+        torch.set_num_threads(threads)
+    default, one = demo_verdicts(service), demo_verdicts(single)
+    print(f"{threads} threads:\n{demo_margins(service)}\n1 thread:\n{demo_margins(single)}")
+    assert one == default, (
+        f"{threads} threads:\n{demo_margins(service)}\n1 thread:\n{demo_margins(single)}"
+    )
