@@ -11,6 +11,7 @@ update the gate must reject).
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,7 +126,7 @@ def window_samples(
     return samples
 
 
-def demo_stream(plan: DemoPlan):  # type: ignore[no-untyped-def]
+def demo_stream(plan: DemoPlan) -> Iterator[tuple[int, list[dict[str, Any]]]]:
     """Yield ``(window, samples)`` for every window of the plan."""
     images, labels = digits(plan.input_size)
     order = np.random.default_rng(plan.seed).permutation(len(labels))

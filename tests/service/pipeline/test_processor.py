@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
+from helpers import SHORT_DEMO, demo_margins
 from sqlalchemy import select
 
 from service.demo.stream import DemoPlan, demo_stream
@@ -12,7 +15,8 @@ from service.pipeline.processor import claim_next_window, process_pending
 from service.queries.listings import list_alerts, list_drift, list_models, status
 from service.store.schema import Sample, Window
 
-PLAN = DemoPlan(windows=9, window_size=128, shift_window=4, corrupted_window=7, bad_samples={})
+# The short demo: decisive by a wide margin (see tests/service/demo/test_job.py for its margins).
+PLAN = replace(SHORT_DEMO, bad_samples={})
 
 
 @pytest.fixture
@@ -21,7 +25,9 @@ def demo_service(tmp_path, database_url):
 
     from service.context import Service, set_service
 
-    settings = make_settings(tmp_path, database_url, window_size=128, bootstrap_samples=150)
+    settings = make_settings(
+        tmp_path, database_url, window_size=PLAN.window_size, bootstrap_samples=150
+    )
     service = Service.from_settings(settings)
     set_service(service)
     yield service
@@ -40,7 +46,8 @@ def _play(service, plan):  # type: ignore[no-untyped-def]
 
 def test_demo_schedule_is_detected_and_the_gate_rejects_the_corrupted_update(demo_service) -> None:
     outcomes, served = _play(demo_service, PLAN)
-    assert [o.window for o in outcomes] == list(range(1, 10))
+    print(demo_margins(demo_service))
+    assert [o.window for o in outcomes] == list(range(1, PLAN.windows + 1))
     by_window = {o.window: o for o in outcomes}
     assert not any(o.drifted for o in outcomes if o.window < PLAN.shift_window)
     assert by_window[PLAN.shift_window].drift["covariate"]
@@ -62,7 +69,7 @@ def test_demo_schedule_is_detected_and_the_gate_rejects_the_corrupted_update(dem
     assert {r["kind"] for r in drift_rows} == {"covariate", "label", "concept"}
     assert all(r["threshold"] > 0 and r["feature_space"] for r in drift_rows)
     counts = status(demo_service)["streams"]["demo"]["windows"]
-    assert counts == {"open": 0, "closed": 0, "processed": 9}
+    assert counts == {"open": 0, "closed": 0, "processed": PLAN.windows}
     _check_incidents(demo_service, outcomes)
     # The reference is rebuilt on every swap: each window is compared with its own champion's.
     references = {(r["window"], r["reference_version"]) for r in drift_rows}
