@@ -21,19 +21,24 @@ import typer
 from typer import _click as click  # the Click that this Typer release vendors
 from typer.core import TyperGroup
 
-from service.config import Settings
+from service.config import Settings, is_settings_error, load_settings, settings_error
 from service.context import Service, get_service, set_service
 from service.errors import LearnstreamError
 
 
 class _Commands(TyperGroup):
-    """Every command's :class:`LearnstreamError` becomes one line on stderr and exit 1."""
+    """Every command's :class:`LearnstreamError`, and a malformed setting, becomes one line
+    on stderr (one per bad variable) and exit 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except LearnstreamError as exc:
             _fail(str(exc))
+        except Exception as exc:
+            if not is_settings_error(exc):
+                raise
+            _fail(str(settings_error(exc)))  # type: ignore[arg-type]
 
 
 cli = typer.Typer(
@@ -46,7 +51,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
+    for line in message.splitlines() or [""]:
+        typer.echo(f"error: {line}", err=True)
     raise typer.Exit(1)
 
 
@@ -141,17 +147,57 @@ def worker(
         str | None, typer.Option("-n", "--hostname", help="Worker node name, e.g. ingest1@%h.")
     ] = None,
 ) -> None:
-    """Start a Celery worker on the configured broker."""
-    from workers.app import QUEUES, configure
+    """Start a Celery worker on the configured broker, once its store, broker and (for the
+    learn queue) each stream's champion are found fit; otherwise one line says why."""
+    from workers.app import QUEUES, check_broker, check_store, configure
 
     unknown = set(queues.split(",")) - set(QUEUES)
     if unknown:
         _fail(f"unknown queue(s) {', '.join(sorted(unknown))}; known: {', '.join(QUEUES)}")
-    app = configure(Settings())
+    settings = load_settings()
+    check_broker(settings)
+    check_store(settings)
+    if "learn" in queues.split(","):
+        _check_learner(settings)
+    app = configure(settings)
     argv = ["worker", "-Q", queues, "-c", str(concurrency), f"--loglevel={loglevel}", "-E"]
     argv += ["-B"] if beat else []
     argv += ["-n", hostname] if hostname else []
     app.worker_main(argv)
+
+
+def _check_learner(settings: Settings) -> None:
+    """Refuse to learn with a strategy that cannot continue some stream's champion."""
+    from service.models.compatibility import check_champions
+    from service.store.engine import Store
+
+    store = Store(settings.resolved_database_url)
+    try:
+        refusal = check_champions(store, settings)
+    finally:
+        store.dispose()
+    if refusal:
+        _fail(refusal)
+
+
+@cli.command("config")
+def config_command(json_out: JsonOption = False) -> None:
+    """The settings in force, each with its variable and source (default or environment);
+    secrets and passwords in URLs are masked."""
+    from service.config import effective_settings, in_force
+
+    settings = load_settings()
+    rows = effective_settings(settings)
+    if json_out:
+        _print_json({"settings": rows, "in_force": in_force(settings)})
+        return
+    width = max(len(row["variable"]) for row in rows.values())
+    for row in rows.values():
+        value = row["value"]
+        value = "unset" if value is None else value if isinstance(value, str) else json.dumps(value)
+        typer.echo(f"{row['variable']:<{width}} {value}  ({row['source']})")
+    for name, value in in_force(settings).items():
+        typer.echo(f"in force: {name} {value if value is not None else '-'}")
 
 
 def _folder_samples(folder: Path, labels_csv: Path | None, group: str) -> list[dict[str, Any]]:
@@ -289,8 +335,23 @@ def alerts(
     for a in rows:
         ack = " (acknowledged)" if a["acknowledged"] else ""
         typer.echo(
-            f"#{a['id']} {a['time'][:19]} {a['severity']:<8} {a['kind']:<20} {a['message']}{ack}"
+            f"#{a['id']} {a['time'][:19]} {a['severity']:<8} {a['kind']:<20} "
+            f"{_short(a['message'])}{ack}"
         )
+
+
+LISTING_WIDTH = 100  # characters of a message in a listing; --json has the whole of it
+
+
+def _short(message: str, more: int = 0) -> str:
+    """``message`` as one short line of a listing: its first line, cut with an ellipsis,
+    and ``(+N more)`` when ``more`` further reasons were left out."""
+    lines = message.strip().splitlines()
+    text = lines[0] if lines else ""
+    suffix = f" (+{more} more)" if more else ""
+    if len(text) + len(suffix) > LISTING_WIDTH or len(lines) > 1:
+        text = text[: LISTING_WIDTH - len(suffix) - 1].rstrip() + "\u2026"
+    return text + suffix
 
 
 @alerts_cli.command("ack")
@@ -330,10 +391,11 @@ def models(
         return
     for m in rows:
         star = "*" if m["champion"] else " "
-        reasons = "; ".join((m["gate_report"] or {}).get("reasons", []))
+        reasons = (m["gate_report"] or {}).get("reasons", [])
+        gate = _short(reasons[0], more=len(reasons) - 1) if reasons else ""
         typer.echo(
             f"{star} v{m['version']:<4} {m['status']:<9} parent {m['parent'] or '-':<4} "
-            f"{m['strategy']:<7} windows {m['windows']} {reasons}"
+            f"{m['strategy']:<7} windows {m['windows']} {gate}"
         )
 
 

@@ -7,12 +7,16 @@ explicitly.
 
 from __future__ import annotations
 
+import json
+import os
+import re
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from drift.names import (
     ONLINE_DETECTORS,
@@ -20,6 +24,7 @@ from drift.names import (
     CovariateDetectorName,
     FeatureSpace,
 )
+from service.errors import SettingsInvalid
 
 UpdatePolicy = Literal["on_drift", "every_window", "manual"]
 
@@ -32,6 +37,25 @@ TOO_FEW_ONLINE_BOOTSTRAPS = (
     "drift_online_bootstraps={n} is too few for drift_online_ert={ert} and "
     "drift_online_window={window}: need at least {needed}, ideally 10 x the ERT"
 )
+CLASSES_FORM = 'a JSON list, e.g. ["cat","dog","bird"], or comma-separated names, e.g. cat,dog,bird'
+BAD_CLASSES = "must be " + CLASSES_FORM
+PREFIX = "LEARNSTREAM_"
+# Forms of the fields that the environment source decodes as JSON before validation.
+JSON_FORMS = {"strategy_params": 'a JSON object, e.g. {"mem_size": 200}'}
+SECRET_FIELDS = frozenset({"operator_token", "webhook_secret"})
+URL_FIELDS = frozenset({"database_url", "broker_url", "result_backend", "redis_url", "webhook_url"})
+MASK = "***"
+_PG_SCHEMES = ("postgres://", "postgresql://")
+_URL_PASSWORD = re.compile(r"(://[^/@:]*:)[^/@]*@")
+_SOURCE_FIELD = re.compile(r'field "(\w+)"')
+
+
+class RuleBroken(ValueError):
+    """A rule across several settings failed; it names the settings so messages can."""
+
+    def __init__(self, message: str, *names: str) -> None:
+        super().__init__(message)
+        self.names = names
 
 
 class Settings(BaseSettings):
@@ -45,7 +69,8 @@ class Settings(BaseSettings):
     )
     database_url: str | None = Field(
         default=None,
-        description="SQLAlchemy URL (postgresql+psycopg://...). Default: SQLite in home.",
+        description="SQLAlchemy URL (postgresql+psycopg://...; postgres:// and postgresql:// "
+        "mean psycopg too). Default: SQLite in home.",
     )
     broker_url: str = Field(
         default="memory://",
@@ -79,8 +104,9 @@ class Settings(BaseSettings):
     auto_create_streams: bool = Field(
         default=True, description="Create an unknown stream with defaults on its first sample."
     )
-    default_classes: list[str] = Field(
-        default=[str(i) for i in range(10)], description="Class list of a new stream."
+    default_classes: Annotated[list[str], NoDecode] = Field(
+        default=[str(i) for i in range(10)],
+        description="Class list of a new stream: a JSON list or comma-separated names.",
     )
     input_channels: int = Field(default=1, ge=1, le=3, description="Channels the model sees.")
     input_size: int = Field(
@@ -262,20 +288,49 @@ class Settings(BaseSettings):
         if self.drift_mode != "online":
             return self
         if self.drift_detector not in ONLINE_DETECTORS:
-            raise ValueError(ONLINE_NEEDS_METHOD.format(name=self.drift_detector))
+            raise RuleBroken(
+                ONLINE_NEEDS_METHOD.format(name=self.drift_detector), "drift_mode", "drift_detector"
+            )
         from drift.bootstraps import min_bootstraps  # plain arithmetic: no torch
 
         needed = min_bootstraps(self.drift_online_ert, self.drift_online_window)
         if self.drift_online_bootstraps < needed:
-            raise ValueError(
+            raise RuleBroken(
                 TOO_FEW_ONLINE_BOOTSTRAPS.format(
                     n=self.drift_online_bootstraps,
                     ert=self.drift_online_ert,
                     window=self.drift_online_window,
                     needed=needed,
-                )
+                ),
+                "drift_online_bootstraps",
+                "drift_online_ert",
+                "drift_online_window",
             )
         return self
+
+    @field_validator("default_classes", mode="before")
+    @classmethod
+    def _classes_from_text(cls, value: object) -> object:
+        # The environment gives text: a JSON list, or names separated by commas.
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError:
+                raise ValueError(BAD_CLASSES) from None
+        return [name.strip() for name in text.split(",") if name.strip()]
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _postgres_is_psycopg(cls, value: object) -> object:
+        # Heroku-style and libpq URLs name no driver; SQLAlchemy would pick psycopg2 (absent).
+        if isinstance(value, str):
+            for scheme in _PG_SCHEMES:
+                if value.startswith(scheme):
+                    return "postgresql+psycopg://" + value.removeprefix(scheme)
+        return value
 
     @field_validator("default_classes")
     @classmethod
@@ -289,7 +344,10 @@ class Settings(BaseSettings):
         # Imported here: the registry of names is tiny and import-safe, avalanche is not loaded.
         from learners.strategies import validate_strategy
 
-        validate_strategy(self.strategy, dict(self.strategy_params))
+        try:
+            validate_strategy(self.strategy, dict(self.strategy_params))
+        except ValueError as exc:
+            raise RuleBroken(str(exc), "strategy", "strategy_params") from None
         return self
 
     @cached_property
@@ -312,3 +370,119 @@ class Settings(BaseSettings):
         if self.broker_url.startswith(("redis://", "rediss://")):
             return self.broker_url
         return None
+
+
+def variable(name: str) -> str:
+    """The environment variable of the setting ``name``."""
+    return PREFIX + name.upper()
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    """One pydantic error as a line naming the variable, the expected form and the value."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    message = message.replace("Input should be", "must be", 1)
+    if not error["loc"]:  # a rule across several settings
+        rule = error.get("ctx", {}).get("error")
+        if isinstance(rule, RuleBroken):
+            return f"{', '.join(map(variable, rule.names))}: {message}"
+        return message
+    name = str(error["loc"][0])
+    if name in SECRET_FIELDS or "input" not in error or isinstance(error["input"], dict):
+        return f"{variable(name)} {message}"
+    return f"{variable(name)}={error['input']!r}: {message}"
+
+
+def settings_error(exc: ValidationError | SettingsError) -> SettingsInvalid:
+    """The :class:`SettingsInvalid` for a failure to build :class:`Settings`."""
+    if isinstance(exc, SettingsError):
+        match = _SOURCE_FIELD.search(str(exc))
+        name = match.group(1) if match else ""
+        form = JSON_FORMS.get(name, "valid JSON")
+        return SettingsInvalid(f"{variable(name)} must be {form}" if name else str(exc))
+    return SettingsInvalid("\n".join(_problem(error) for error in exc.errors()))
+
+
+def is_settings_error(exc: BaseException) -> bool:
+    """True when ``exc`` is pydantic's failure to build :class:`Settings` (not another model)."""
+    if isinstance(exc, SettingsError):
+        return True
+    return isinstance(exc, ValidationError) and exc.title == Settings.__name__
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; a malformed variable raises :class:`SettingsInvalid`."""
+    try:
+        return Settings()
+    except (ValidationError, SettingsError) as exc:
+        raise settings_error(exc) from None
+
+
+def mask_url(url: str) -> str:
+    """``url`` with the password of its user part replaced by ``***``."""
+    return _URL_PASSWORD.sub(rf"\g<1>{MASK}@", url)
+
+
+def _shown(name: str, value: object) -> object:
+    """A setting's value as JSON shows it, secrets masked."""
+    if value is None:
+        return None
+    if name in SECRET_FIELDS:
+        return MASK
+    if name in URL_FIELDS and isinstance(value, str):
+        return mask_url(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def effective_settings(
+    settings: Settings, environ: Mapping[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Every setting's variable, value in force (secrets masked) and source."""
+    names = {key.upper() for key in (os.environ if environ is None else environ)}
+    return {
+        name: {
+            "variable": variable(name),
+            "value": _shown(name, getattr(settings, name)),
+            "source": "environment" if variable(name) in names else "default",
+        }
+        for name in Settings.model_fields
+    }
+
+
+def in_force(settings: Settings) -> dict[str, Any]:
+    """What the defaults resolve to: the database, the registry folder, the announce channel."""
+    return {
+        "database_url": mask_url(settings.resolved_database_url),
+        "model_dir": str(settings.resolved_model_dir),
+        "announce_url": settings.announce_url and mask_url(settings.announce_url),
+    }
+
+
+def _default_text(name: str) -> str:
+    default = Settings.model_fields[name].get_default(call_default_factory=True)
+    if default is None:
+        return "unset"
+    if isinstance(default, Path):
+        return f"`{default}`"
+    if isinstance(default, bool):
+        return f"`{str(default).lower()}`"
+    if isinstance(default, list | dict):
+        return f"`{json.dumps(default, separators=(',', ':'))}`"
+    return f"`{default}`"
+
+
+SETTINGS_TABLE_HEAD = "| Variable | Default | Meaning |\n|---|---|---|"
+
+
+def settings_table() -> str:
+    """The README's Markdown table of every setting, from the fields' defaults and docs."""
+    rows = [SETTINGS_TABLE_HEAD]
+    for name, info in Settings.model_fields.items():
+        meaning = (info.description or "").replace("|", "\\|").replace("<", "&lt;")
+        rows.append(f"| `{variable(name)}` | {_default_text(name)} | {meaning} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(settings_table())

@@ -53,3 +53,11 @@ class AlertNotFound(LearnstreamError):
 
 class InsecureBind(LearnstreamError, ValueError):
     """The API would listen beyond loopback with no operator token configured."""
+
+
+class SettingsInvalid(LearnstreamError, ValueError):
+    """A setting from the environment is malformed; one line per bad variable and its form."""
+
+
+class StartupCheckFailed(LearnstreamError):
+    """A worker cannot serve: its store, broker or champion does not fit its settings."""

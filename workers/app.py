@@ -6,7 +6,8 @@ from typing import Any
 
 from celery import Celery
 
-from service.config import Settings
+from service.config import Settings, load_settings, mask_url
+from service.errors import StartupCheckFailed
 
 QUEUES = ("ingest", "learn", "predict")
 ROUTES = {
@@ -17,6 +18,16 @@ ROUTES = {
 }
 
 app = Celery("learnstream", include=["workers.tasks"])
+
+MEMORY_BROKER = (
+    "LEARNSTREAM_BROKER_URL is memory:// (the default), which lives inside one process: no "
+    "producer can reach a worker on it; set a shared broker, e.g. "
+    "LEARNSTREAM_BROKER_URL=redis://127.0.0.1:6379/0 (`learnstream run` plays the demo in one "
+    "process)"
+)
+STORE_DOWN = "store: cannot use the database {url}: {reason}"
+BROKER_DOWN = "broker: cannot connect to {url}: {reason}"
+BROKER_TIMEOUT = 5.0  # seconds a worker's start-up check waits for the broker
 
 
 def _transport_options(settings: Settings) -> dict[str, Any]:
@@ -63,6 +74,58 @@ def configure(settings: Settings) -> Celery:
     return app
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error's message (drivers add hints on later lines)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0].strip() if lines else type(exc).__name__
+
+
+def check_broker(settings: Settings) -> None:
+    """Refuse the in-process broker and one that cannot be reached, in one line each."""
+    from kombu import Connection
+
+    url = settings.broker_url
+    if url.startswith("memory://"):
+        raise StartupCheckFailed(MEMORY_BROKER)
+    try:
+        with Connection(url, connect_timeout=BROKER_TIMEOUT) as connection:
+            connection.ensure_connection(
+                max_retries=1, interval_start=0, interval_step=0, timeout=BROKER_TIMEOUT
+            )
+    except Exception as exc:  # any failure (refused, unknown transport, bad URL) is the reason
+        raise StartupCheckFailed(
+            BROKER_DOWN.format(url=mask_url(url), reason=_first_line(exc))
+        ) from exc
+
+
+def check_store(settings: Settings) -> None:
+    """Connect to the store and bring its schema to the code's revision, or say why not.
+
+    The engine is disposed afterwards, so that forked worker processes open their own.
+    """
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from service.errors import StoreUnavailable
+    from service.store.engine import Store
+
+    url = settings.resolved_database_url
+    store = None
+    try:
+        store = Store(url)
+        store.create_schema()
+    except StoreUnavailable as exc:
+        reason = _first_line(getattr(exc.__cause__, "orig", None) or exc)
+        raise StartupCheckFailed(STORE_DOWN.format(url=mask_url(url), reason=reason)) from exc
+    except (SQLAlchemyError, CommandError, OSError) as exc:
+        raise StartupCheckFailed(
+            STORE_DOWN.format(url=mask_url(url), reason=_first_line(exc))
+        ) from exc
+    finally:
+        if store is not None:
+            store.dispose()
+
+
 def queue_windows(stream: str, window_ids: list[int]) -> None:
     """Queue ``learnstream.process_window`` for each window an ingest call or the sweep
     closed: the one path of the ingest and sweep tasks and of ``learnstream api``."""
@@ -72,4 +135,4 @@ def queue_windows(stream: str, window_ids: list[int]) -> None:
 
 # Lazy defaults from the environment, read on the first access to ``app.conf`` (never at
 # import time); ``configure`` overrides them explicitly.
-app.add_defaults(lambda: celery_config(Settings()))
+app.add_defaults(lambda: celery_config(load_settings()))

@@ -42,6 +42,8 @@ def migrate(conn: Connection, revision: str = "head") -> None:
     from alembic import command
     from alembic.config import Config
 
+    # Alembic announces its dialect plugin and DDL mode at INFO on every start: noise in workers.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = conn

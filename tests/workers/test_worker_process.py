@@ -64,3 +64,16 @@ def test_submit_a_folder_to_a_worker_process(tmp_path: Path) -> None:
     finally:
         worker.terminate()
         worker.wait(timeout=60)
+
+
+def test_a_worker_process_with_an_unreachable_database_exits_with_one_line(tmp_path: Path) -> None:
+    from service.config import MASK
+    from workers.app import STORE_DOWN
+
+    url = "postgresql://nobody:pw@127.0.0.1:1/x"
+    env = worker_env(tmp_path / "home", DB, DATABASE_URL=url)
+    done = _cli("worker", "-c", "1", env=env, timeout=60)
+    assert done.returncode == 1
+    masked = f"postgresql+psycopg://nobody:{MASK}@127.0.0.1:1/x"
+    assert done.stderr.startswith("error: " + STORE_DOWN.format(url=masked, reason=""))
+    assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
