@@ -19,7 +19,7 @@ from service.dashboard.data import (
     stream_data,
     streams_overview,
 )
-from service.dashboard.views import render_stream, write_report
+from service.dashboard.views import render_stream, report_data, write_report
 from service.errors import StreamNotFound
 from service.ingest.samples import ingest
 from service.pipeline.gate import GateSettings, run_gate
@@ -187,6 +187,8 @@ def test_an_incident_is_titled_by_every_group_that_drifted(stored: Service) -> N
     assert "covariate drift in groups A, B, window(s) 1, 2" in section
     assert "most shifted samples named by the alert (window 2, group B)" in section
     assert "drift in group A" not in section
+    (explained,) = [e for e in report_data(stored, "s")["explanations"] if e["kind"] == "incident"]
+    assert explained["title"].startswith("covariate drift in groups A, B, window(s) 1, 2")
 
 
 def test_versions_list_their_windows_by_number(stored: Service) -> None:
