@@ -49,7 +49,10 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 def _stream_or_default(ctx: typer.Context, param: typer.CallbackParam, value: str) -> str:
     """The ``--stream`` given, else the setting ``default_stream`` (LEARNSTREAM_DEFAULT_STREAM)."""
     if param.name and ctx.get_parameter_source(param.name) is ParameterSource.DEFAULT:
-        return Settings().default_stream
+        try:
+            return Settings().default_stream
+        except ValueError:  # pydantic's ValidationError: the command reports bad settings itself
+            return value
     return value
 
 
