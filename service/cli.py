@@ -19,6 +19,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from typer import _click as click  # the Click that this Typer release vendors
+from typer._click.core import ParameterSource
 from typer.core import TyperGroup
 
 from service.config import Settings, is_settings_error, load_settings, settings_error
@@ -48,6 +49,29 @@ cli = typer.Typer(
     help="learnstream: continual learning for image classifiers.",
 )
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _stream_or_default(ctx: typer.Context, param: typer.CallbackParam, value: str) -> str:
+    """The ``--stream`` given, else the setting ``default_stream`` (LEARNSTREAM_DEFAULT_STREAM)."""
+    if param.name and ctx.get_parameter_source(param.name) is ParameterSource.DEFAULT:
+        try:
+            return Settings().default_stream
+        except ValueError:  # pydantic's ValidationError: the command reports bad settings itself
+            return value
+    return value
+
+
+# Every command but ``run`` names its stream with this option; its default is a setting.
+StreamOption = Annotated[
+    str,
+    typer.Option(
+        "--stream",
+        callback=_stream_or_default,
+        show_default=False,
+        help='Stream name (default: the setting LEARNSTREAM_DEFAULT_STREAM, "default").',
+    ),
+]
+DEFAULT_STREAM = ""  # stands for "not given": the option's callback reads the setting
 
 
 def _fail(message: str) -> NoReturn:
@@ -233,7 +257,7 @@ def submit(
     folder: Annotated[
         Path | None, typer.Argument(help="Folder of images (subfolder = label).")
     ] = None,
-    stream: Annotated[str, typer.Option(help="Stream name.")] = "default",
+    stream: StreamOption = DEFAULT_STREAM,
     labels: Annotated[
         Path | None, typer.Option(help="CSV with columns file,label[,group].")
     ] = None,
@@ -379,7 +403,7 @@ def alerts_ack(
 
 @cli.command()
 def models(
-    stream: Annotated[str, typer.Option(help="Stream name.")] = "demo",
+    stream: StreamOption = DEFAULT_STREAM,
     json_out: JsonOption = False,
 ) -> None:
     """Model versions of a stream with lineage, status and gate decisions."""
@@ -401,7 +425,7 @@ def models(
 
 @cli.command()
 def drift(
-    stream: Annotated[str, typer.Option(help="Stream name.")] = "demo",
+    stream: StreamOption = DEFAULT_STREAM,
     json_out: JsonOption = False,
 ) -> None:
     """Drift verdicts per window: detector, statistic, p-value, per-group verdicts."""
@@ -422,7 +446,7 @@ def drift(
 
 @cli.command()
 def windows(
-    stream: Annotated[str, typer.Option(help="Stream name.")] = "demo",
+    stream: StreamOption = DEFAULT_STREAM,
     json_out: JsonOption = False,
 ) -> None:
     """Windows of a stream, oldest first, with what processing decided (as GET /v1/windows)."""
@@ -443,7 +467,7 @@ def windows(
 @cli.command()
 def promote(
     version: Annotated[int, typer.Argument(help="Version to make champion.")],
-    stream: Annotated[str, typer.Option(help="Stream name.")] = "demo",
+    stream: StreamOption = DEFAULT_STREAM,
     by: Annotated[str, typer.Option(help="Who decides.")] = "operator",
     reason: Annotated[str, typer.Option(help="Why.")] = "manual promotion",
 ) -> None:
@@ -457,7 +481,7 @@ def promote(
 
 @cli.command()
 def rollback(
-    stream: Annotated[str, typer.Option(help="Stream name.")] = "demo",
+    stream: StreamOption = DEFAULT_STREAM,
     to: Annotated[
         int | None, typer.Option(help="Version to return to (default: the previous).")
     ] = None,
@@ -472,9 +496,21 @@ def rollback(
     typer.echo(f"{stream}: champion v{result['champion']} (was v{result['previous']})")
 
 
+REPORT_TWO_STREAMS = "report names two streams, {positional!r} and --stream {option!r}: give one"
+
+
 @cli.command()
 def report(
-    stream: Annotated[str, typer.Argument(help="Stream name.")],
+    ctx: typer.Context,
+    positional: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="STREAM",
+            show_default=False,
+            help="Stream name (as --stream; kept for compatibility).",
+        ),
+    ] = None,
+    stream: StreamOption = DEFAULT_STREAM,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -489,6 +525,12 @@ def report(
     alerts, incidents, Grad-CAM) and print its path; with --json print its data."""
     from service.dashboard.views import report_data, write_report
 
+    if positional is not None:
+        if ctx.get_parameter_source("stream") is not ParameterSource.DEFAULT and (
+            positional != stream
+        ):
+            _fail(REPORT_TWO_STREAMS.format(positional=positional, option=stream))
+        stream = positional
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     service = _service()
     try:

@@ -25,6 +25,7 @@ from drift.names import (
     FeatureSpace,
 )
 from service.errors import SettingsInvalid
+from service.store.schema import STREAM_NAME_PATTERN
 
 UpdatePolicy = Literal["on_drift", "every_window", "manual"]
 
@@ -101,6 +102,12 @@ class Settings(BaseSettings):
     )
 
     # Streams
+    default_stream: str = Field(
+        default="default",
+        pattern=STREAM_NAME_PATTERN,
+        description="Stream of every command, API query and task that names none "
+        "(`learnstream run` plays its own demo stream).",
+    )
     auto_create_streams: bool = Field(
         default=True, description="Create an unknown stream with defaults on its first sample."
     )

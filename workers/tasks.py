@@ -56,9 +56,11 @@ def process_window_task(stream: str) -> list[dict[str, Any]]:
 
 
 @app.task(name="learnstream.predict", acks_late=True, **RETRY)
-def predict_task(stream: str = "default", images: Any = None) -> dict[str, Any]:
-    """Predict with the stream's current champion."""
-    return predict_images(get_service(), stream, images)
+def predict_task(stream: str | None = None, images: Any = None) -> dict[str, Any]:
+    """Predict with the stream's current champion (default: the setting ``default_stream``)."""
+    service = get_service()
+    name = stream if stream is not None else service.settings.default_stream
+    return predict_images(service, name, images)
 
 
 @worker_process_init.connect

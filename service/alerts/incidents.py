@@ -9,8 +9,15 @@ once per incident, and the alert still tells the whole story.
 The payload of an incident alert::
 
     {"incident": {"windows": [5, 6], "open": true, "closed_by_window": null},
-     "group": "B", "groups": ["B"], "p_values": [1e-4, 3e-3], "detector": "mmd",
-     "threshold": 0.005, "shifted_samples": ["id-17", ...], "windows": {...per window...}}
+     "title": "covariate drift in group B", "group": "B", "groups": ["B"],
+     "p_values": [1e-4, 3e-3], "detector": "mmd", "threshold": 0.005,
+     "shifted_samples": ["id-17", ...], "shifted_from": {"window": 6, "groups": ["B"]},
+     "windows": [...per window...]}
+
+``groups`` are every group that drifted in any of the incident's windows and ``title``
+names them all; ``group`` is the one group when there is exactly one, else null. The
+alert's message quotes the tests that fired (``group B p=0.0002 < 0.005``), not the overall
+p-value when only group tests crossed the threshold.
 """
 
 from __future__ import annotations
@@ -97,28 +104,73 @@ def _window_entry(drift: WindowDrift) -> dict[str, Any]:
     }
 
 
+def where(groups: list[str]) -> str:
+    """Where an incident drifted: "group B", "groups A, B", or "the whole window"."""
+    if not groups:
+        return "the whole window"
+    return f"group{'s' if len(groups) > 1 else ''} {', '.join(groups)}"
+
+
+def incident_title(kind: str, groups: list[str]) -> str:
+    """The heading of an incident, naming every group that drifted in it."""
+    return f"{kind} drift in {where(groups)}"
+
+
+def fired_tests(r: DriftResult) -> list[str]:
+    """The tests of a verdict that crossed their threshold, e.g. "group B p=0.0002 < 0.005"."""
+    fired = []
+    if r.p_value is not None and r.p_value < r.threshold:
+        fired.append(f"overall p={r.p_value:.4g} < {r.threshold:.4g}")
+    for group in r.drifted_groups:
+        verdict = r.per_group[group]
+        if verdict.p_value is not None:
+            fired.append(f"group {group} p={verdict.p_value:.4g} < {r.threshold:.4g}")
+        else:  # the concept detectors give no p-value; their note says what rose
+            fired.append(f"group {group} {verdict.note}".rstrip())
+    if not fired:  # a score test without p-values (online mode)
+        fired.append(f"statistic {r.statistic:.4g} > {r.threshold:.4g}")
+    return fired
+
+
+def drift_message(r: DriftResult, first: int, window: int, groups: list[str], n: int) -> str:
+    """An incident's alert message: the groups that drifted since window ``first``, the tests
+    that fired in its latest window ``window``, and how many windows it spans (``n``)."""
+    tests = "; ".join(fired_tests(r))
+    if n == 1:
+        return f"{r.kind} shift in {where(groups)} from window {first} ({r.detector}: {tests})"
+    return (
+        f"{r.kind} shift in {where(groups)} from window {first} "
+        f"({r.detector}: {tests} in window {window}) [{n} windows]"
+    )
+
+
+def _only(groups: list[str]) -> str | None:
+    """The one group of an incident (null when it spans several or the whole window)."""
+    return groups[0] if len(groups) == 1 else None
+
+
 def _open(session: Session, drift: WindowDrift) -> Alert:
     r = drift.result
     groups = r.drifted_groups
-    where = f"group(s) {', '.join(groups)}" if groups else "the whole window"
-    p = f", p={r.p_value:.4g} against {r.threshold:.4g}" if r.p_value is not None else ""
     return alerts.raise_alert(
         session,
         stream_id=drift.stream_id,
         kind=ALERT_KIND[r.kind],
         severity="warning",
         subject=f"{drift.stream_name} {r.kind} incident from window {drift.window}",
-        message=f"{r.kind} shift in {where} from window {drift.window} ({r.detector}{p})",
+        message=drift_message(r, drift.window, drift.window, groups, 1),
         payload={
             "incident": {"windows": [drift.window], "open": True, "closed_by_window": None},
             "window": drift.window,
-            "group": groups[0] if groups else None,
+            "title": incident_title(r.kind, groups),
+            "group": _only(groups),
             "groups": groups,
             "detector": r.detector,
             "feature_space": r.feature_space,
             "threshold": r.threshold,
             "p_values": [r.p_value],
             "shifted_samples": drift.shifted_samples,
+            "shifted_from": {"window": drift.window, "groups": groups},
             "windows": [_window_entry(drift)],
         },
     )
@@ -132,14 +184,21 @@ def _extend(alert: Alert, drift: WindowDrift) -> None:
     groups = sorted(set(payload.get("groups", [])) | set(drift.result.drifted_groups))
     payload.update(
         incident=incident,
+        title=incident_title(drift.result.kind, groups),
         groups=groups,
-        group=payload.get("group") or (groups[0] if groups else None),
+        group=_only(groups),
         p_values=[*payload.get("p_values", []), drift.result.p_value],
-        shifted_samples=drift.shifted_samples or payload.get("shifted_samples", []),
         windows=[*payload.get("windows", []), _window_entry(drift)],
     )
+    if drift.shifted_samples:
+        payload.update(
+            shifted_samples=drift.shifted_samples,
+            shifted_from={"window": drift.window, "groups": drift.result.drifted_groups},
+        )
     alert.payload = payload
-    alert.message = f"{alert.message.split(' [')[0]} [{len(incident['windows'])} windows]"
+    alert.message = drift_message(
+        drift.result, incident["windows"][0], drift.window, groups, len(incident["windows"])
+    )
     log.info(
         "drift.%s incident extended to window %d",
         drift.result.kind,

@@ -345,7 +345,28 @@ def require_operator(
         raise Unauthorized("wrong operator token")
 
 
-StreamQuery = Annotated[str, Query(min_length=1, max_length=128, description="Stream name.")]
+def request_stream(
+    service: ServiceDep,
+    stream: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=128,
+            description="Stream name; default: the setting default_stream "
+            "(LEARNSTREAM_DEFAULT_STREAM).",
+        ),
+    ] = None,
+) -> str:
+    """The ``?stream=`` of a query, else the setting ``default_stream``."""
+    return stream if stream is not None else service.settings.default_stream
+
+
+def body_stream(service: Service, stream: str | None) -> str:
+    """The ``stream`` of a request body, else the setting ``default_stream``."""
+    return stream if stream is not None else service.settings.default_stream
+
+
+StreamQuery = Annotated[str, Depends(request_stream)]
 VersionPath = Annotated[int, Path(ge=1, le=MAX_INT, description="Model version number.")]
 
 
@@ -373,16 +394,15 @@ def post_samples(body: SamplesRequest, request: Request, service: ServiceDep) ->
     ``on_windows_closed`` for processing."""
     from service.ingest.samples import ingest_call
 
-    result = ingest_call(service.store, service.settings, body.stream, body.samples)
+    stream = body_stream(service, body.stream)
+    result = ingest_call(service.store, service.settings, stream, body.samples)
     if result.closed_windows:
         try:
-            request.app.state.on_windows_closed(body.stream, list(result.closed_windows))
+            request.app.state.on_windows_closed(stream, list(result.closed_windows))
         except Exception:
             # The samples are committed; the windows stay closed and the next window of
             # the stream that closes processes them too.
-            log.exception(
-                "could not queue closed windows %s of %r", result.closed_windows, body.stream
-            )
+            log.exception("could not queue closed windows %s of %r", result.closed_windows, stream)
     return result.to_dict()
 
 
@@ -397,7 +417,7 @@ def post_predict(body: PredictRequest, service: ServiceDep) -> dict[str, Any]:
     """Labels and class scores of base64 images under the stream's current champion."""
     from service.models.serving import predict_images
 
-    return predict_images(service, body.stream, body.images)
+    return predict_images(service, body_stream(service, body.stream), body.images)
 
 
 @router.get(
@@ -418,7 +438,7 @@ def get_status(service: ServiceDep) -> dict[str, Any]:
     summary="Windows of a stream, oldest first",
     responses=_errors(404),
 )
-def get_windows(service: ServiceDep, stream: StreamQuery = "default") -> list[dict[str, Any]]:
+def get_windows(service: ServiceDep, stream: StreamQuery) -> list[dict[str, Any]]:
     return list_windows(service, stream)
 
 
@@ -429,7 +449,7 @@ def get_windows(service: ServiceDep, stream: StreamQuery = "default") -> list[di
     summary="Drift verdicts per window with statistic and p-value",
     responses=_errors(404),
 )
-def get_drift(service: ServiceDep, stream: StreamQuery = "default") -> list[dict[str, Any]]:
+def get_drift(service: ServiceDep, stream: StreamQuery) -> list[dict[str, Any]]:
     return list_drift(service, stream)
 
 
@@ -478,7 +498,7 @@ def post_ack(
     summary="Model versions of a stream with lineage, status and gate report",
     responses=_errors(404),
 )
-def get_models(service: ServiceDep, stream: StreamQuery = "default") -> list[dict[str, Any]]:
+def get_models(service: ServiceDep, stream: StreamQuery) -> list[dict[str, Any]]:
     return list_models(service, stream)
 
 
@@ -489,9 +509,7 @@ def get_models(service: ServiceDep, stream: StreamQuery = "default") -> list[dic
     summary="One model version",
     responses=_errors(404),
 )
-def get_model(
-    version: VersionPath, service: ServiceDep, stream: StreamQuery = "default"
-) -> dict[str, Any]:
+def get_model(version: VersionPath, service: ServiceDep, stream: StreamQuery) -> dict[str, Any]:
     for model in list_models(service, stream):
         if model["version"] == version:
             return model
@@ -509,7 +527,8 @@ def get_model(
 def post_rollback(body: RollbackRequest, service: ServiceDep) -> dict[str, Any]:
     from service.models.promotion import rollback
 
-    return rollback(service, body.stream, by=body.by, reason=body.reason, to=body.to)
+    stream = body_stream(service, body.stream)
+    return rollback(service, stream, by=body.by, reason=body.reason, to=body.to)
 
 
 @router.post(
@@ -524,7 +543,8 @@ def post_promote(version: VersionPath, body: PromoteRequest, service: ServiceDep
     """The version's files are checked against their digests before the pointer moves."""
     from service.models.promotion import promote
 
-    return promote(service, body.stream, version, by=body.by, reason=body.reason)
+    stream = body_stream(service, body.stream)
+    return promote(service, stream, version, by=body.by, reason=body.reason)
 
 
 @router.get(

@@ -28,6 +28,7 @@ Who = Annotated[
     str,
     Field(min_length=1, max_length=128, description='Who acts; recorded (default "operator").'),
 ]
+DEFAULT_STREAM_NOTE = "Stream name; default (absent or null): the setting default_stream."
 Reason = Annotated[str, Field(min_length=1, max_length=2000, description="Why; recorded.")]
 Version = Annotated[int, Field(ge=1, le=2**31 - 1, description="Model version number.")]
 
@@ -57,7 +58,7 @@ SampleList = Annotated[
 class SamplesRequest(_Request):
     """The body of ``POST /v1/samples``: the kwargs of the ``learnstream.ingest`` task."""
 
-    stream: StreamName = "default"
+    stream: StreamName | None = Field(default=None, description=DEFAULT_STREAM_NOTE)
     samples: SampleList = Field(
         description="Samples; a bad one is rejected at its index, the good ones are accepted."
     )
@@ -77,17 +78,18 @@ class IngestResponse(BaseModel):
 
 
 class PredictRequest(_Request):
-    stream: StreamName = "default"
+    stream: StreamName | None = Field(default=None, description=DEFAULT_STREAM_NOTE)
     images: list[str] = Field(min_length=1, description="Base64 of PNG, JPEG or .npy bytes.")
 
 
 class Prediction(BaseModel):
     label: str = Field(description="Predicted class name.")
-    scores: list[float] = Field(description="Probability of each class, in class-list order.")
+    scores: list[float] = Field(description="Probability of each class, in `classes` order.")
 
 
 class PredictResponse(BaseModel):
     model_version: int = Field(description="Champion version that answered.")
+    classes: list[str] = Field(description="The stream's class names, the order of `scores`.")
     predictions: list[Prediction]
 
 
@@ -97,11 +99,21 @@ class WindowCounts(BaseModel):
     processed: int
 
 
+class Backlog(BaseModel):
+    """What waits for the service (as ``learnstream status --json`` prints it)."""
+
+    ingest_rate_per_s: float = Field(description="Samples accepted per second, last minute.")
+    samples_waiting: int = Field(description="Samples in the open window.")
+    windows_queued: int = Field(description="Closed windows waiting for or in processing.")
+    learner_lag_s: float = Field(description="Seconds since the oldest waiting window closed.")
+
+
 class StreamStatus(BaseModel):
     samples: int
     rejected: int
     windows: WindowCounts
     champion: int | None
+    backlog: Backlog
 
 
 class StatusResponse(BaseModel):
@@ -160,20 +172,20 @@ class ModelOut(BaseModel):
     champion: bool
     strategy: str
     params: dict[str, Any]
-    windows: list[int]
+    windows: list[int] = Field(description="Numbers (seq) of the windows it was trained on.")
     digests: dict[str, str]
     gate_report: dict[str, Any] | None
     created_at: str
 
 
 class PromoteRequest(_Request):
-    stream: StreamName = "default"
+    stream: StreamName | None = Field(default=None, description=DEFAULT_STREAM_NOTE)
     reason: Reason
     by: Who = "operator"
 
 
 class RollbackRequest(_Request):
-    stream: StreamName = "default"
+    stream: StreamName | None = Field(default=None, description=DEFAULT_STREAM_NOTE)
     reason: Reason
     by: Who = "operator"
     to: Version | None = Field(

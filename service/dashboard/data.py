@@ -22,6 +22,7 @@ import numpy as np
 from sqlalchemy import Row, Select, func, select
 from sqlalchemy.orm import Session
 
+from service.alerts.incidents import incident_title
 from service.context import Service
 from service.queries.listings import list_alerts, list_drift, list_models
 from service.store.schema import Alert, Sample, Stream, Window, iso, utcnow
@@ -77,8 +78,7 @@ def stream_data(service: Service, stream: str) -> dict[str, Any]:
         classes = [str(c) for c in record.classes]
         windows = _windows(session, record.id)
         champion = champion_version(session, record.id)
-    seq_of = {w["id"]: w["seq"] for w in windows}
-    versions = [_version(m, seq_of) for m in list_models(service, stream)]
+    versions = [_version(m) for m in list_models(service, stream)]
     alerts = list_alerts(service, stream)
     s = service.settings
     return {
@@ -97,7 +97,7 @@ def stream_data(service: Service, stream: str) -> dict[str, Any]:
             "update_policy": s.update_policy,
             "strategy": s.strategy,
         },
-        "windows": [{k: v for k, v in w.items() if k != "id"} for w in windows],
+        "windows": windows,
         "drift": list_drift(service, stream),
         "versions": versions,
         "alerts": alerts,
@@ -113,7 +113,6 @@ def _windows(session: Session, stream_id: int) -> list[dict[str, Any]]:
         summary = w.summary or {}
         out.append(
             {
-                "id": w.id,
                 "seq": w.seq,
                 "state": w.state,
                 "size": w.size,
@@ -140,15 +139,15 @@ def _groups(windows: list[dict[str, Any]]) -> list[str]:
     return sorted({g for w in windows for g in w["accuracy"] if g != "overall"})
 
 
-def _version(model: dict[str, Any], seq_of: dict[int, int]) -> dict[str, Any]:
-    """A version with its windows as sequence numbers and its gate report made plain."""
+def _version(model: dict[str, Any]) -> dict[str, Any]:
+    """A version with its windows (numbers, as listed) and its gate report made plain."""
     return {
         "version": model["version"],
         "parent": model["parent"],
         "status": model["status"],
         "champion": model["champion"],
         "strategy": model["strategy"],
-        "windows": [seq_of.get(int(w), int(w)) for w in model["windows"]],
+        "windows": model["windows"],
         "created_at": model["created_at"][:19],
         "gate": gate_summary(model["gate_report"]),
     }
@@ -249,23 +248,41 @@ def incidents(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         )
         shifted = payload.get("shifted_samples")
         shifted = [s for s in shifted if isinstance(s, str)] if isinstance(shifted, list) else []
+        kind = str(a["kind"]).removeprefix("drift.")
+        groups = [g for g in payload.get("groups") or [] if isinstance(g, str)]
+        if not groups and isinstance(group, str):
+            groups = [group]
+        source = payload.get("shifted_from")
         out.append(
             {
                 "alert": a["id"],
-                "kind": str(a["kind"]).removeprefix("drift."),
+                "kind": kind,
+                "title": incident_title(kind, groups),
                 "message": a["message"],
                 "time": a["time"],
                 "windows": windows,
                 "open": incident.get("open") if isinstance(incident.get("open"), bool) else None,
                 "group": group if isinstance(group, str) else None,
-                "groups": [g for g in payload.get("groups") or [] if isinstance(g, str)],
+                "groups": groups,
                 "p_values": p_values,
                 "threshold": payload.get("threshold"),
                 "acknowledged": a["acknowledged"],
                 "shifted_samples": shifted[:SAMPLES_PER_INCIDENT],
+                "shifted_from": _shifted_from(source),
             }
         )
     return out
+
+
+def _shifted_from(value: Any) -> dict[str, Any] | None:
+    """The window and groups the named shifted samples come from (null for older alerts)."""
+    if not isinstance(value, dict) or not isinstance(value.get("window"), int):
+        return None
+    groups = value.get("groups")
+    return {
+        "window": value["window"],
+        "groups": [g for g in groups if isinstance(g, str)] if isinstance(groups, list) else [],
+    }
 
 
 def load_samples(service: Service, stream: str, sample_ids: list[str]) -> list[SampleImage]:

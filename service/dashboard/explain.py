@@ -151,7 +151,6 @@ def _incident(service: Service, data: dict[str, Any], incident: dict[str, Any]) 
         models["candidate"] = window["candidate"]
     samples, source = incident_samples(service, data["stream"], incident)
     samples = samples[:SAMPLES_PER_EXPLANATION]
-    where = f"group {incident['group']}" if incident["group"] else "overall"
     windows = ", ".join(str(w) for w in incident["windows"]) or "?"
     chosen = (
         "the most shifted samples the alert names"
@@ -160,8 +159,7 @@ def _incident(service: Service, data: dict[str, Any], incident: dict[str, Any]) 
     )
     return Explanation(
         kind="incident",
-        title=f"{incident['kind']} drift, {where}, window(s) {windows} "
-        f"(alert #{incident['alert']})",
+        title=f"{incident['title']}, window(s) {windows} (alert #{incident['alert']})",
         note=f"{chosen}, under the champion that served the window and the candidate trained on it",
         models=models,
         samples=explain_samples(service, data["stream"], data["classes"], samples, models),

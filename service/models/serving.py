@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 
 def predict_images(service: Service, stream_name: str, images: Any) -> dict[str, Any]:
-    """Labels and class scores of base64 images under the stream's champion (the contract)."""
+    """Labels and class scores of base64 images under the stream's champion (the contract);
+    ``classes`` names the scores, in order."""
     if not isinstance(images, list) or not images:
         raise InvalidRequest("images: must be a non-empty list of base64 strings")
     if len(images) > service.settings.max_samples_per_call:
@@ -54,9 +55,10 @@ def predict_images(service: Service, stream_name: str, images: Any) -> dict[str,
         except InvalidSample as exc:
             raise InvalidSample(f"images[{index}]: {exc}") from exc
     labels, probs = predict(champion.model, to_float(torch.stack(tensors)))
-    classes = stream.classes
+    classes = [str(c) for c in stream.classes]
     return {
         "model_version": version,
+        "classes": classes,
         "predictions": [
             {"label": classes[int(i)], "scores": [round(float(p), 6) for p in row]}
             for i, row in zip(labels, probs, strict=True)

@@ -137,10 +137,13 @@ def list_windows(service: Service, stream: str) -> list[dict[str, Any]]:
 
 
 def list_models(service: Service, stream: str) -> list[dict[str, Any]]:
-    """Every version of a stream with its lineage and status, oldest first."""
+    """Every version of a stream with its lineage and status, oldest first; ``windows`` are
+    the numbers (``seq``) of the windows it was trained on, as every other view names them."""
     with service.store.session() as session:
         record = service.store.stream(session, stream)
         champion = champion_version(session, record.id)
+        numbers = select(Window.id, Window.seq).where(Window.stream_id == record.id)
+        seq_of: dict[int, int] = dict(session.execute(numbers).tuples().all())
         rows = session.scalars(
             select(ModelVersion)
             .where(ModelVersion.stream_id == record.id)
@@ -154,7 +157,7 @@ def list_models(service: Service, stream: str) -> list[dict[str, Any]]:
                 "champion": m.version == champion,
                 "strategy": m.strategy,
                 "params": m.params,
-                "windows": m.window_ids,
+                "windows": sorted(seq_of[int(w)] for w in m.window_ids if int(w) in seq_of),
                 "digests": m.digests,
                 "gate_report": m.gate_report,
                 "created_at": m.created_at.isoformat(),

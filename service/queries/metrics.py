@@ -12,7 +12,8 @@ Families (labels in braces):
 - ``learnstream_samples_accepted_total{stream}``, ``learnstream_samples_rejected_total{stream,
   reason}`` (``reason``: the field at fault, ``image``, ``label``, ``group``, ``id``,
   ``meta``, ``sample``, ``call`` for a whole call that could not be read, else ``other``;
-  ``stream=""`` when the call named no known stream);
+  ``stream="(unknown)"`` when the call named no stream, or none that exists: a label no
+  stream name can take, so garbage names cannot add series);
 - ``learnstream_windows{stream,state}``, ``learnstream_windows_processed_total{stream}``,
   ``learnstream_learner_lag_seconds{stream}`` (age of the oldest window waiting);
 - ``learnstream_drift_verdicts_total{stream,kind,verdict}`` (``drift`` or ``no_drift``),
@@ -71,6 +72,7 @@ log = logging.getLogger(__name__)
 ALERT_KINDS: tuple[str, ...] = get_args(AlertKind)
 WINDOW_STATES = ("open", "closed", "processing", "processed")
 SINKS = ("webhook",)
+UNKNOWN_STREAM = "(unknown)"  # stream label of rejections naming no existing stream
 _REASON_PREFIX = 8  # characters of a reason that hold its field: "sample: " is the longest
 
 
@@ -126,15 +128,20 @@ def _samples(session: Session, streams: dict[int, str], names: list[str]) -> Ite
             Rejection.stream_name, whole_call, prefix
         )
     ).all()
-    # Calls naming no known stream share stream="", so garbage names cannot add series.
-    counts = {(name, reason): 0 for name in [*names, ""] for reason in REJECTION_REASONS}
+    # Calls naming no known stream share one label, so garbage names cannot add series.
+    known = set(names)
+    counts = {
+        (name, reason): 0 for name in [*names, UNKNOWN_STREAM] for reason in REJECTION_REASONS
+    }
     for name, whole_call, prefix, n in rows:
-        key = (name if name in names else "", reason_field(prefix, bool(whole_call)))
+        label = name if name in known else UNKNOWN_STREAM
+        key = (label, reason_field(prefix, bool(whole_call)))
         counts[key] += n
     rejected = CounterMetricFamily(
         "learnstream_samples_rejected",
         "Samples (or whole calls) rejected by ingest, per stream and field at fault; "
-        'stream="" when the call named no known stream, reason="call" for a whole call.',
+        f'stream="{UNKNOWN_STREAM}" when the call named no existing stream, reason="call" for '
+        "a whole call.",
         labels=["stream", "reason"],
     )
     for (name, reason), n in sorted(counts.items()):

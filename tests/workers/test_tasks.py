@@ -106,6 +106,7 @@ def test_windows_are_processed_and_predict_serves_the_champion(queue_service) ->
     assert answer["model_version"] == champion
     assert len(answer["predictions"]) == 5
     assert all(len(p["scores"]) == 10 and p["label"] in "0123456789" for p in answer["predictions"])
+    assert answer["classes"] == list("0123456789")  # the names of the scores, as the API gives
 
 
 def test_the_api_and_the_task_record_an_unreadable_call_alike(sqlite_service) -> None:
@@ -151,3 +152,15 @@ def test_the_task_and_the_api_queue_closed_windows_alike(sqlite_service, monkeyp
     message = ("learnstream.process_window", {"stream": "by-task"})
     assert by_task == [message, message]  # one per closed window
     assert sent == [("learnstream.process_window", {"stream": "by-api"})] * 2
+
+
+def test_predict_without_a_stream_uses_the_default_stream_setting(tmp_path) -> None:
+    from service.errors import StreamNotFound
+    from workers.tasks import predict_task
+
+    set_service(Service.from_settings(make_settings(tmp_path, default_stream="team")))
+    try:
+        with pytest.raises(StreamNotFound, match="unknown stream 'team'"):
+            predict_task(images=[digit_samples(1)[0]["image"]])
+    finally:
+        set_service(None)

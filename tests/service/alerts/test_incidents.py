@@ -110,3 +110,69 @@ def test_an_untested_window_ends_the_incident(service) -> None:
         first, second = (a.payload["incident"] for a in session.scalars(select(Alert)))
     assert first == {"windows": [1, 2], "open": False, "closed_by_window": 3}
     assert second == {"windows": [5], "open": True, "closed_by_window": None}
+
+
+def _grouped(drifted: dict[str, float], overall: float = 1.0) -> DriftResult:
+    """A covariate verdict whose groups ``drifted`` fired (with those p-values), the rest not."""
+    per_group = {
+        g: GroupVerdict(g in drifted, 1.0, drifted.get(g, 0.5), 50, 50) for g in ("A", "B", "C")
+    }
+    return DriftResult(
+        kind="covariate",
+        detector="mmd",
+        is_drift=True,
+        statistic=0.1,
+        p_value=overall,
+        threshold=0.005,
+        feature_space="penultimate",
+        n_reference=150,
+        n_window=150,
+        per_group=per_group,
+    )
+
+
+def _alert_after(service: Service, results: list[DriftResult]) -> Alert:
+    with service.store.session() as session:
+        stream = Stream(name="s", classes=[0, 1], channels=1, size=8)
+        session.add(stream)
+        session.flush()
+        stream_id = stream.id
+    for window, result in enumerate(results, start=1):
+        with service.store.session() as session:
+            drift = WindowDrift(stream_id, "s", window, result, [f"w{window}-0"])
+            record_window(session, drift)
+    with service.store.session() as session:
+        (alert,) = session.scalars(select(Alert)).all()
+        return alert
+
+
+def test_the_message_quotes_the_group_tests_that_fired_not_the_overall_p(service) -> None:
+    alert = _alert_after(service, [_grouped({"B": 0.0002}, overall=1.0)])
+    assert (
+        alert.message == "covariate shift in group B from window 1 (mmd: group B p=0.0002 < 0.005)"
+    )
+    assert alert.payload["title"] == "covariate drift in group B"
+
+
+def test_the_message_quotes_the_overall_test_when_it_fired(service) -> None:
+    alert = _alert_after(service, [_grouped({}, overall=0.001)])
+    assert (
+        alert.message
+        == "covariate shift in the whole window from window 1 (mmd: overall p=0.001 < 0.005)"
+    )
+    assert alert.payload["title"] == "covariate drift in the whole window"
+
+
+def test_the_title_names_every_group_that_drifted_and_the_samples_say_where_from(
+    service,
+) -> None:
+    alert = _alert_after(service, [_grouped({"A": 0.001}), _grouped({"B": 0.0002})])
+    payload = alert.payload
+    assert payload["title"] == "covariate drift in groups A, B"
+    assert payload["groups"] == ["A", "B"] and payload["group"] is None
+    assert payload["shifted_samples"] == ["w2-0"]
+    assert payload["shifted_from"] == {"window": 2, "groups": ["B"]}
+    assert alert.message == (
+        "covariate shift in groups A, B from window 1 "
+        "(mmd: group B p=0.0002 < 0.005 in window 2) [2 windows]"
+    )

@@ -197,10 +197,14 @@ def test_unreadable_calls_are_422_and_recorded(client: TestClient) -> None:
 # Reads
 
 
-def test_status_shape(client: TestClient) -> None:
+def test_status_shape(client: TestClient, service: Service) -> None:
+    from service.queries.listings import status
+
     assert client.get("/v1/status").json() == {"streams": {}}
     client.post("/v1/samples", json={"stream": "s", "samples": good_samples(3)})
-    assert client.get("/v1/status").json() == {
+    answer = client.get("/v1/status").json()
+    backlog = answer["streams"]["s"].pop("backlog")
+    assert answer == {
         "streams": {
             "s": {
                 "samples": 3,
@@ -210,6 +214,9 @@ def test_status_shape(client: TestClient) -> None:
             }
         }
     }
+    assert set(backlog) == set(status(service)["streams"]["s"]["backlog"])  # as status --json
+    assert backlog["samples_waiting"] == 3 and backlog["windows_queued"] == 0
+    assert backlog["learner_lag_s"] == 0
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/v1/drift", params={"stream": "s"}).json() == []
     assert client.get("/v1/models", params={"stream": "s"}).json() == []
@@ -560,3 +567,72 @@ def test_serve_refuses_a_public_address_without_a_token(
         ("127.0.0.2", 8123),
         ("0.0.0.0", 8124),
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# One shape everywhere
+
+
+def test_queries_and_bodies_without_a_stream_use_the_default_stream_setting(
+    tmp_path: Path,
+) -> None:
+    service = make_service(tmp_path, window_size=8, default_stream="team")
+    with TestClient(create_app(service)) as client:
+        ingested = client.post("/v1/samples", json={"samples": good_samples(9)})
+        assert ingested.status_code == 200, ingested.text
+        assert list(client.get("/v1/status").json()["streams"]) == ["team"]
+        windows = client.get("/v1/windows").json()
+        assert [(w["seq"], w["state"]) for w in windows] == [(1, "closed"), (2, "open")]
+        assert client.get("/v1/drift").json() == []
+        assert client.get("/v1/models").json() == []
+        version = write_version(service, "team", seed=1)
+        assert client.get(f"/v1/models/{version}").json()["version"] == version
+        promoted = client.post(f"/v1/models/{version}/promote", json={"reason": "r"}, headers=AUTH)
+        assert promoted.json() == {"stream": "team", "champion": version, "previous": None}
+        predicted = client.post("/v1/predict", json={"images": [png_base64(0)]})
+        assert predicted.status_code == 200, predicted.text
+        rollback = client.post("/v1/models/rollback", json={"reason": "r"}, headers=AUTH)
+        assert_error(rollback, 404, "model_not_found", contains="'team'")
+    service.close()
+
+
+def test_models_list_windows_by_their_numbers_not_their_ids(
+    client: TestClient, service: Service
+) -> None:
+    from service.store.schema import Stream, Window
+
+    client.post("/v1/samples", json={"stream": "first", "samples": good_samples(8)})
+    client.post("/v1/samples", json={"stream": "s", "samples": good_samples(16, prefix="s")})
+    with service.store.session() as session:
+        ids = list(
+            session.scalars(
+                select(Window.id).join(Stream).where(Stream.name == "s").order_by(Window.seq)
+            )
+        )
+    assert ids[:2] != [1, 2]  # stream first's windows came first
+    stream = get_or_create_stream(service.store, "s", service.settings)
+    state = StrategyState("naive", 1, {}, {"experiences_seen": 1, "buffer_ids": []})
+    model = build_model(seed=0, **ARCH)
+    service.registry.create_version(
+        stream, model, state, parent=None, strategy="naive", params={}, windows=ids[:2], arch=ARCH
+    )
+    (listed,) = client.get("/v1/models", params={"stream": "s"}).json()
+    assert listed["windows"] == [1, 2]
+    assert client.get("/v1/models/1", params={"stream": "s"}).json()["windows"] == [1, 2]
+
+
+def test_predict_names_the_classes_beside_the_scores(tmp_path: Path) -> None:
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    service = make_service(tmp_path, default_classes=names)
+    version = write_version(service, "s", seed=1)
+    with TestClient(create_app(service)) as client:
+        body = {"stream": "s", "reason": "r"}
+        client.post(f"/v1/models/{version}/promote", json=body, headers=AUTH)
+        answer = client.post("/v1/predict", json={"stream": "s", "images": [png_base64(0)]})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["classes"] == names and body["model_version"] == version
+    (prediction,) = body["predictions"]
+    assert set(prediction) == {"label", "scores"}
+    assert prediction["label"] in names and len(prediction["scores"]) == len(names)
+    service.close()

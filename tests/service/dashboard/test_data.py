@@ -19,7 +19,7 @@ from service.dashboard.data import (
     stream_data,
     streams_overview,
 )
-from service.dashboard.views import render_stream, write_report
+from service.dashboard.views import render_stream, report_data, write_report
 from service.errors import StreamNotFound
 from service.ingest.samples import ingest
 from service.pipeline.gate import GateSettings, run_gate
@@ -168,3 +168,45 @@ def test_unknown_stream_and_overview(stored: Service) -> None:
         stream_data(stored, "nope")
     (row,) = streams_overview(stored)
     assert row["stream"] == "s" and row["champion"] is None and row["windows_processed"] == 0
+
+
+def test_an_incident_is_titled_by_every_group_that_drifted(stored: Service) -> None:
+    b = _sample_ids(stored, "B")
+    _raise(
+        stored,
+        "drift.covariate",
+        {"incident": {"windows": [1, 2], "open": True}, "group": "A", "groups": ["A", "B"],
+         "p_values": [0.001, 0.0002], "shifted_samples": b[:2],
+         "shifted_from": {"window": 2, "groups": ["B"]}},
+    )  # fmt: skip
+    (incident,) = stream_data(stored, "s")["incidents"]
+    assert incident["title"] == "covariate drift in groups A, B"
+    assert incident["shifted_from"] == {"window": 2, "groups": ["B"]}
+    page = render_stream(stored, "s", live=False)
+    section = page.split('id="incidents"')[1].split("</section>")[0]
+    assert "covariate drift in groups A, B, window(s) 1, 2" in section
+    assert "most shifted samples named by the alert (window 2, group B)" in section
+    assert "drift in group A" not in section
+    (explained,) = [e for e in report_data(stored, "s")["explanations"] if e["kind"] == "incident"]
+    assert explained["title"].startswith("covariate drift in groups A, B, window(s) 1, 2")
+
+
+def test_versions_list_their_windows_by_number(stored: Service) -> None:
+    from learners.models import build_model
+    from learners.strategy_state import StrategyState
+    from service.ingest.samples import get_or_create_stream
+    from service.store.schema import Window
+
+    ingest(stored.store, stored.settings, "t", digit_samples(64, seed=4, prefix="t"))
+    with stored.store.session() as session:
+        ids = list(session.scalars(select(Window.id).join(Stream).where(Stream.name == "t")))
+    assert ids != [1]  # stream s's windows came first: ids are not numbers
+    stream = get_or_create_stream(stored.store, "t", stored.settings)
+    state = StrategyState("naive", 1, {}, {"experiences_seen": 1, "buffer_ids": []})
+    arch = {"n_classes": 10, "in_channels": 1, "input_size": 28}
+    stored.registry.create_version(
+        stream, build_model(seed=0, **arch), state, parent=None, strategy="naive", params={},
+        windows=ids, arch=arch,
+    )  # fmt: skip
+    (version,) = stream_data(stored, "t")["versions"]
+    assert version["windows"] == [1]

@@ -20,6 +20,7 @@ from service.context import Service, set_service
 from service.demo.stream import DemoPlan, demo_stream
 from service.pipeline.processor import WindowOutcome, process_pending
 from service.queries.listings import list_alerts, list_drift, status
+from service.queries.metrics import UNKNOWN_STREAM
 from service.store.schema import AlertDelivery
 
 PLAN = DemoPlan(windows=5, window_size=64, shift_window=3, corrupted_window=5, bad_samples={2: 4})
@@ -122,7 +123,7 @@ def test_every_family_has_the_stores_values_after_a_real_run(real_run: dict[str,
         "sample": 0,
         "other": 0,
     }
-    assert m("learnstream_samples_rejected_total", stream="", reason="call") == 0
+    assert m("learnstream_samples_rejected_total", stream=UNKNOWN_STREAM, reason="call") == 0
 
     # Windows: processed, one waiting, and the learner's lag behind it.
     assert m("learnstream_windows_processed_total", stream=S) == PLAN.windows == len(outcomes)
@@ -196,3 +197,15 @@ def test_every_family_has_the_stores_values_after_a_real_run(real_run: dict[str,
     assert m("learnstream_alert_delivery_attempts_total", sink="webhook") == len(alerts)
     assert len(real_run["receiver"].requests) == len(alerts)
     assert m("learnstream_store_up") == 1
+
+
+def test_rejections_naming_no_stream_get_a_label_of_their_own(sqlite_service: Service) -> None:
+    with TestClient(create_app(sqlite_service)) as client:
+        client.post("/v1/samples", json={"stream": "s", "samples": digit_samples(2)})
+        assert client.post("/v1/samples", json={"samples": 5}).status_code == 422
+        assert client.post("/v1/samples", content=b"{not json").status_code == 422
+        m = Scrape(client.get("/metrics").text)
+    streams = {labels["stream"] for labels in m.labels_of("learnstream_samples_rejected_total")}
+    assert streams == {"s", "(unknown)"}  # no stream="" rows
+    assert m("learnstream_samples_rejected_total", stream="(unknown)", reason="call") == 2
+    assert m("learnstream_samples_rejected_total", stream="s", reason="call") == 0
