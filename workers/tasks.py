@@ -29,13 +29,15 @@ RETRY = {
 
 
 @app.task(name="learnstream.ingest", acks_late=True, **RETRY)
-def ingest_task(stream: Any = "default", samples: Any = None, **unknown: Any) -> dict[str, Any]:
+def ingest_task(stream: Any = None, samples: Any = None, **unknown: Any) -> dict[str, Any]:
     """Validate and persist samples; queue ``process_window`` for every window this call closed.
 
-    A call that cannot be read is recorded and fails for good: retrying cannot mend it."""
+    Without a stream the samples go to the setting ``default_stream``. A call that cannot be
+    read is recorded and fails for good: retrying cannot mend it."""
     service = get_service()
-    result = ingest_call(service.store, service.settings, stream, samples, unknown)
-    queue_windows(stream, result.closed_windows)
+    name = stream if stream is not None else service.settings.default_stream
+    result = ingest_call(service.store, service.settings, name, samples, unknown)
+    queue_windows(name, result.closed_windows)
     return result.to_dict()
 
 

@@ -18,7 +18,7 @@ from celery.result import AsyncResult
 from helpers import REDIS_URL, digit_samples, make_settings
 from sqlalchemy import func, select
 
-from service.context import Service, set_service
+from service.context import Service, get_service, set_service
 from service.errors import InvalidRequest
 from service.queries.listings import list_alerts, list_models, status
 from service.store.schema import Rejection
@@ -162,5 +162,19 @@ def test_predict_without_a_stream_uses_the_default_stream_setting(tmp_path) -> N
     try:
         with pytest.raises(StreamNotFound, match="unknown stream 'team'"):
             predict_task(images=[digit_samples(1)[0]["image"]])
+    finally:
+        set_service(None)
+
+
+def test_ingest_without_a_stream_uses_the_default_stream_setting(tmp_path, monkeypatch) -> None:
+    import workers.tasks
+    from workers.tasks import ingest_task
+
+    monkeypatch.setattr(workers.tasks, "queue_windows", lambda stream, ids: None)
+    set_service(Service.from_settings(make_settings(tmp_path, default_stream="team")))
+    try:
+        answer = ingest_task(samples=digit_samples(3))
+        assert len(answer["accepted"]) == 3
+        assert status(get_service())["streams"]["team"]["samples"] == 3
     finally:
         set_service(None)
