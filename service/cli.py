@@ -185,7 +185,9 @@ def worker(
         _check_learner(settings)
     app = configure(settings)
     argv = ["worker", "-Q", queues, "-c", str(concurrency), f"--loglevel={loglevel}", "-E"]
-    argv += ["-B"] if beat else []
+    if beat:
+        settings.home.mkdir(parents=True, exist_ok=True)  # the sweep's schedule file
+        argv += ["-B"]
     argv += ["-n", hostname] if hostname else []
     app.worker_main(argv)
 

@@ -65,6 +65,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "beat_schedule": {
             "close-aged-windows": {"task": "learnstream.sweep", "schedule": settings.sweep_interval}
         },
+        # The sweep's last-run file lives in the home, not in whatever folder the worker ran.
+        "beat_schedule_filename": str(settings.home / "celerybeat-schedule"),
     }
 
 
