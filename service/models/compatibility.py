@@ -31,8 +31,8 @@ CHAMPION_INCOMPATIBLE = (
 
 
 def _own_params(params: dict[str, Any]) -> dict[str, Any]:
-    """A version's recorded params without the training settings (epochs, lr) beside them."""
-    return {k: v for k, v in params.items() if k not in ("epochs", "lr")}
+    """A version's recorded params without the training settings recorded beside them."""
+    return {k: v for k, v in params.items() if k not in ("epochs", "lr", "batch_size")}
 
 
 def state_shape(strategy: str, params: dict[str, Any]) -> dict[str, Any]:
