@@ -9,13 +9,12 @@ point that wires the layers together.
 
 from __future__ import annotations
 
-import base64
-import csv
 import json
 import logging
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from typer import _click as click  # the Click that this Typer release vendors
@@ -25,6 +24,9 @@ from typer.core import TyperGroup
 from service.config import Settings, is_settings_error, load_settings, settings_error
 from service.context import Service, get_service, set_service
 from service.errors import LearnstreamError
+
+if TYPE_CHECKING:
+    from service.ingest.submission import Submission
 
 
 class _Commands(TyperGroup):
@@ -226,32 +228,46 @@ def config_command(json_out: JsonOption = False) -> None:
         typer.echo(f"in force: {name} {value if value is not None else '-'}")
 
 
-def _folder_samples(folder: Path, labels_csv: Path | None, group: str) -> list[dict[str, Any]]:
-    """Samples from image files, labelled by a CSV (file,label[,group]) or by subfolder name."""
-    suffixes = {".png", ".jpg", ".jpeg", ".npy"}
-    rows: dict[str, tuple[str, str]] = {}
-    if labels_csv is not None:
-        with labels_csv.open(newline="") as handle:
-            for row in csv.DictReader(handle):
-                rows[row["file"]] = (row["label"], row.get("group") or group)
-    samples = []
-    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes):
-        relative = str(path.relative_to(folder))
-        if labels_csv is not None:
-            if relative not in rows:
-                continue
-            label, sample_group = rows[relative]
-        else:
-            label, sample_group = path.parent.name, group
-        samples.append(
-            {
-                "image": base64.b64encode(path.read_bytes()).decode(),
-                "label": label,
-                "group": sample_group,
-                "id": relative,
-            }
+SUBMIT_NO_ANSWER = (
+    "no answer from an ingest worker within {timeout:g} s (LEARNSTREAM_SUBMIT_TIMEOUT) on "
+    "{broker}: is `learnstream worker -Q ingest` running with the same LEARNSTREAM_BROKER_URL? "
+    "{answered} of {total} samples were answered before; sending them again stores nothing twice"
+)
+SUBMIT_LISTED = 5  # files shown per rejection reason; --json lists them all
+
+
+class _IngestSender:
+    """Sends one ingest call at a time to the configured broker and waits, at most
+    ``submit_timeout`` seconds, for its answer; a broker that cannot work is refused first."""
+
+    def __init__(self, settings: Settings, stream: str, total: int) -> None:
+        from workers.app import check_broker, configure
+
+        check_broker(settings)
+        self.settings, self.stream, self.total, self.answered = settings, stream, total, 0
+        self.app = configure(settings)
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        from celery.exceptions import TimeoutError as CeleryTimeout
+
+        from service.config import mask_url
+
+        result = self.app.send_task(
+            "learnstream.ingest", kwargs={"stream": self.stream, "samples": samples}
         )
-    return samples
+        try:
+            answer: dict[str, Any] = result.get(timeout=self.settings.submit_timeout, interval=0.05)
+        except CeleryTimeout:
+            _fail(
+                SUBMIT_NO_ANSWER.format(
+                    timeout=self.settings.submit_timeout,
+                    broker=mask_url(self.settings.broker_url),
+                    answered=self.answered,
+                    total=self.total,
+                )
+            )
+        self.answered += len(samples)
+        return answer
 
 
 @cli.command()
@@ -261,57 +277,76 @@ def submit(
     ] = None,
     stream: StreamOption = DEFAULT_STREAM,
     labels: Annotated[
-        Path | None, typer.Option(help="CSV with columns file,label[,group].")
+        Path | None, typer.Option(help="CSV with columns file,label[,group], sent in its order.")
     ] = None,
     group: Annotated[str, typer.Option(help="Group of images without one in the CSV.")] = "default",
+    seed: Annotated[int, typer.Option(help="Seed of the random sending order (no CSV).")] = 0,
     demo: Annotated[bool, typer.Option(help="Send the demo stream instead of a folder.")] = False,
-    batch: Annotated[int, typer.Option(help="Samples per ingest call.")] = 64,
+    batch: Annotated[int, typer.Option(min=1, help="Samples per ingest call.")] = 64,
     json_out: JsonOption = False,
 ) -> None:
-    """Send images to the ``learnstream.ingest`` queue as a producer would."""
-    from workers.app import configure
+    """Send images to the ``learnstream.ingest`` queue as a producer would: ids are content
+    digests, the order is seeded random (or the CSV's); exit 1 if any image was refused."""
+    from service.ingest.submission import Call, folder_calls, plan_folder, submit_calls
 
     if (folder is None) == (not demo):
         _fail("give a FOLDER or --demo (not both)")
+    settings = load_settings()
+    missing: list[str] = []
+    calls: Iterable[Call]
     if demo:
         from service.demo.stream import DemoPlan, demo_stream
 
         samples = [s for _, window in demo_stream(DemoPlan()) for s in window]
+        total = len(samples)
+        calls = (
+            ([str(s["id"]) for s in chunk], chunk)
+            for chunk in (samples[i : i + batch] for i in range(0, total, batch))
+        )
     else:
         if folder is None or not folder.is_dir():
             _fail(f"{folder} is not a folder")
-        samples = _folder_samples(folder, labels, group)
-        if not samples:
-            _fail(f"no PNG, JPEG or .npy images found in {folder}")
-    app = configure(Settings())
-    totals: dict[str, Any] = {"accepted": 0, "duplicates": 0, "rejected": []}
-    with typer.progressbar(
-        range(0, len(samples), batch), label="submitting", file=sys.stderr
-    ) as bar:
-        for start in bar:
-            chunk = samples[start : start + batch]
-            result = app.send_task(
-                "learnstream.ingest", kwargs={"stream": stream, "samples": chunk}, queue="ingest"
-            ).get(timeout=600)
-            totals["accepted"] += len(result["accepted"])
-            totals["duplicates"] += len(result["duplicates"])
-            totals["rejected"] += [
-                {
-                    "index": start + r["index"],
-                    "id": chunk[r["index"]].get("id"),
-                    "reason": r["reason"],
-                }
-                for r in result["rejected"]
-            ]
+        if labels is not None and not labels.is_file():
+            _fail(f"{labels} is not a file")
+        plan = plan_folder(folder, labels, group, seed)
+        if not plan.files and not plan.missing:
+            _fail(f"no labelled PNG, JPEG or .npy images found in {folder}")
+        if plan.unlabelled:
+            typer.echo(
+                f"note: {plan.unlabelled} image(s) in {folder} are not sent: "
+                + ("not named in the CSV" if labels else "not in a label subfolder"),
+                err=True,
+            )
+        total, missing = len(plan.files), plan.missing
+        calls = folder_calls(folder, plan, batch)
+    send = _IngestSender(settings, stream, total)
+    with typer.progressbar(length=total, label="submitting", file=sys.stderr) as bar:
+        submission = submit_calls(
+            calls, send, missing, on_call=lambda s: bar.update(s.sent - bar.pos)
+        )
     if json_out:
-        _print_json(totals)
-        return
+        _print_json(submission.to_dict())
+    else:
+        _print_submission(stream, submission)
+    if submission.failed:
+        raise typer.Exit(1)
+
+
+def _print_submission(stream: str, submission: Submission) -> None:
+    created = submission.created
+    if created:
+        typer.echo(
+            f"created stream {stream!r} with classes {created['classes']} "
+            f"({created['channels']} channel(s), {created['size']}x{created['size']} pixels)"
+        )
     typer.echo(
-        f"accepted {totals['accepted']}, duplicates {totals['duplicates']}, "
-        f"rejected {len(totals['rejected'])}"
+        f"{stream}: sent {submission.sent}, accepted {submission.accepted}, "
+        f"duplicates {submission.duplicates}, rejected {len(submission.rejected)}"
     )
-    for r in totals["rejected"]:
-        typer.echo(f"  rejected #{r['index']} ({r['id']}): {r['reason']}")
+    for reason, files in submission.by_reason().items():
+        shown = ", ".join(files[:SUBMIT_LISTED])
+        more = f" and {len(files) - SUBMIT_LISTED} more" if len(files) > SUBMIT_LISTED else ""
+        typer.echo(f"  {len(files)} x {reason}: {shown}{more}", err=True)
 
 
 @cli.command()

@@ -247,6 +247,13 @@ class Settings(BaseSettings):
         description="Seconds after which a window stuck in processing is retried.",
     )
 
+    submit_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds `learnstream submit` waits for an ingest worker to answer one call "
+        "before it gives up and says so.",
+    )
+
     # Alert sinks
     webhook_url: str | None = Field(
         default=None,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -81,6 +83,54 @@ def test_a_worker_whose_database_is_unreachable_says_so(env) -> None:
     masked = f"postgresql+psycopg://nobody:{MASK}@127.0.0.1:1/x"
     assert result.output.startswith("error: " + STORE_DOWN.format(url=masked, reason=""))
     assert "Connection refused" in result.output and len(result.output.splitlines()) == 1
+
+
+def _digit_folder(folder: Path, count: int) -> Path:
+    from helpers import digit_samples
+
+    for sample in digit_samples(count, seed=8):
+        path = folder / str(sample["label"]) / f"{sample['id']}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(sample["image"]))
+    return folder
+
+
+def test_submit_on_the_memory_broker_refuses_at_once(env, tmp_path) -> None:
+    result = _invoke(["submit", str(_digit_folder(tmp_path / "images", 3))])
+    assert result.exit_code == 1
+    assert result.output == f"error: {MEMORY_BROKER}\n"
+
+
+def test_submit_to_an_unreachable_broker_says_so_in_one_line(env, tmp_path) -> None:
+    folder = _digit_folder(tmp_path / "images", 3)
+    result = _invoke(["submit", str(folder)], BROKER_URL="redis://127.0.0.1:1/0")
+    assert result.exit_code == 1
+    assert result.output.startswith("error: broker: cannot connect to redis://127.0.0.1:1/0")
+    assert len(result.output.splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_submit_with_no_worker_gives_up_after_the_timeout(env, tmp_path) -> None:
+    import redis
+
+    from service.cli import SUBMIT_NO_ANSWER
+
+    folder = _digit_folder(tmp_path / "images", 5)
+    redis.Redis.from_url(REDIS).flushdb()
+    started = time.monotonic()
+    try:
+        result = _invoke(
+            ["submit", str(folder), "--batch", "2"],
+            BROKER_URL=REDIS,
+            RESULT_BACKEND=REDIS,
+            SUBMIT_TIMEOUT="1.5",
+        )
+    finally:
+        redis.Redis.from_url(REDIS).flushdb()
+    waited = time.monotonic() - started
+    print(f"gave up after {waited:.1f} s (timeout 1.5 s)")
+    assert result.exit_code == 1 and waited < 30
+    expected = SUBMIT_NO_ANSWER.format(timeout=1.5, broker=REDIS, answered=0, total=5)
+    assert result.output.splitlines()[-1] == f"error: {expected}"
 
 
 def _champion(service: Service, strategy: str, params: dict) -> Stream:

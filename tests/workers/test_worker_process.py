@@ -44,22 +44,23 @@ def test_submit_a_folder_to_a_worker_process(tmp_path: Path) -> None:
         done = _cli(
             "submit", str(folder), "--stream", "folders", "--group", "cam1", "--json", env=env
         )
-        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.returncode == 1, done.stderr[-2000:]  # one image was refused
         totals = json.loads(done.stdout)
         assert totals["accepted"] == 20 and totals["duplicates"] == 0
-        assert [r["id"] for r in totals["rejected"]] == ["3/broken.png"]
-        assert totals["rejected"][0]["reason"] == "image: PNG header is truncated or damaged"
-        again = json.loads(
-            _cli("submit", str(folder), "--stream", "folders", "--json", env=env).stdout
-        )
-        assert again["accepted"] == 0 and again["duplicates"] == 20
+        assert totals["rejected"] == [
+            {"file": "3/broken.png", "reason": "image: PNG header is truncated or damaged"}
+        ]
+        (folder / "3" / "broken.png").unlink()
+        again = _cli("submit", str(folder), "--stream", "folders", "--group", "cam1", env=env)
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert "sent 20, accepted 0, duplicates 20, rejected 0" in again.stdout
         deadline = time.monotonic() + 60
         while True:
             status = json.loads(_cli("status", "--json", env=env).stdout)["streams"]["folders"]
             if status["windows"]["processed"] == 1 or time.monotonic() > deadline:
                 break
             time.sleep(1.0)
-        assert status["samples"] == 20 and status["rejected"] == 2
+        assert status["samples"] == 20 and status["rejected"] == 1
         assert status["windows"] == {"open": 1, "closed": 0, "processed": 1}
     finally:
         worker.terminate()
