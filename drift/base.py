@@ -15,6 +15,7 @@ family and its correction are :func:`drift.bonferroni.grouped_test`.
 
 from __future__ import annotations
 
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -24,7 +25,7 @@ from typing import Any, ClassVar, TypedDict, Unpack
 import numpy as np
 import torch
 
-from drift.bonferroni import grouped_test
+from drift.bonferroni import bonferroni_threshold, grouped_test
 from drift.result import DriftResult
 
 INSTALL_HINT = "alibi-detect with the torch backend is needed: pip install 'alibi-detect[torch]'"
@@ -160,14 +161,16 @@ class PermutationCovariateDetector(GroupedCovariateDetector):
     """A grouped detector whose p-values come from a permutation test on alibi-detect's kernel.
 
     Subclasses name the alibi-detect detector (``backend``, built with ``backend_options``
-    on the torch backend) and score a window with their own vectorised permutation test.
-    Keep ``1 / n_permutations`` well below the corrected threshold, or the smallest
-    attainable p-value cannot cross it.
+    on the torch backend) and score a window with their own vectorised permutation test,
+    whose p-value is :func:`permutation_p_value`. Its smallest value is
+    ``1 / (n_permutations + 1)``, so the detector raises ``n_permutations`` until that is at
+    most a quarter of the most corrected threshold it can meet (every configured group
+    tested): otherwise a shift in one of many groups could never cross it.
 
     Parameters
     ----------
     n_permutations
-        Permutations of each test.
+        Permutations of each test, at least (see above).
     seed
         Seed of every random choice (permutations, kernel centres).
     **options
@@ -191,6 +194,10 @@ class PermutationCovariateDetector(GroupedCovariateDetector):
         self.n_permutations = n_permutations
         self.seed = seed
         super().__init__(x_ref, groups_ref, **options)
+        self.n_permutations = max(
+            n_permutations,
+            permutations_for(bonferroni_threshold(self.p_value, 1 + len(self._by_group))),
+        )
 
     @contextmanager
     def _seeded(self) -> Iterator[None]:
@@ -226,3 +233,22 @@ def permutation_mask(
     """
     ranks = torch.rand(n_permutations, total).argsort(dim=1).argsort(dim=1)
     return (ranks < n_first).to(dtype).T
+
+
+def permutation_p_value(statistic: float, permuted: torch.Tensor) -> float:
+    """``(1 + b) / (B + 1)``, ``b`` of the ``B`` permuted statistics at least ``statistic``:
+    the permutation p-value that is valid (never 0) with any number of permutations.
+
+    >>> permutation_p_value(2.0, torch.tensor([0.5, 1.0, 3.0, 1.5]))
+    0.4
+    """
+    return float((1 + int((permuted >= statistic).sum())) / (len(permuted) + 1))
+
+
+def permutations_for(threshold: float, margin: float = 4.0) -> int:
+    """Permutations whose smallest p-value, ``1 / (B + 1)``, is below ``threshold / margin``.
+
+    >>> permutations_for(0.01 / 3)
+    1200
+    """
+    return math.ceil(round(margin / threshold, 9))

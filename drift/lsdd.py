@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from drift.base import PermutationCovariateDetector, permutation_mask
+from drift.base import PermutationCovariateDetector, permutation_mask, permutation_p_value
 
 
 def _permutation_test(detector: Any, x: np.ndarray, n_permutations: int) -> tuple[float, float]:
@@ -55,8 +55,7 @@ def _permutation_test(detector: Any, x: np.ndarray, n_permutations: int) -> tupl
     )
     h = backend.k_xc.mean(0) - k_yc.mean(0)
     lsdd = float(h @ h_lam_inv @ h)
-    p_value = float((lsdd <= permuted).float().mean())
-    return lsdd, p_value
+    return lsdd, permutation_p_value(lsdd, permuted)
 
 
 class LSDDCovariateDetector(PermutationCovariateDetector):

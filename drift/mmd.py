@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from drift.base import PermutationCovariateDetector, permutation_mask
+from drift.base import PermutationCovariateDetector, permutation_mask, permutation_p_value
 
 
 def _permutation_test(detector: Any, x: np.ndarray, n_permutations: int) -> tuple[float, float]:
@@ -47,8 +47,7 @@ def _permutation_test(detector: Any, x: np.ndarray, n_permutations: int) -> tupl
     sum_xy = ((1.0 - on_ref) * k_ref).sum(dim=0)
     sum_yy = ((1.0 - on_ref) * (k_all - k_ref)).sum(dim=0)
     permuted = sum_xx / (n * (n - 1)) + sum_yy / (m * (m - 1)) - 2.0 * sum_xy / (n * m)
-    p_value = float((mmd2 <= permuted).float().mean())
-    return mmd2, p_value
+    return mmd2, permutation_p_value(mmd2, permuted)
 
 
 class MMDCovariateDetector(PermutationCovariateDetector):

@@ -6,13 +6,15 @@ from drift.mmd import MMDCovariateDetector
 from drift.result import DriftResult
 
 
-def test_mmd_results_unchanged_by_the_move_onto_the_common_interface() -> None:
-    # Values recorded from MMDCovariateDetector before it moved onto GroupedCovariateDetector.
+def test_mmd_results_recorded_with_permutations_sized_for_the_threshold() -> None:
+    # The statistic is as recorded before the detector moved onto GroupedCovariateDetector;
+    # p-values are (1 + b) / (B + 1), with B raised from 300 to 4 / (0.01 / 4) for three groups.
     rng = np.random.default_rng(0)
     ref = rng.normal(size=(300, 6)).astype(np.float32)
     detector = MMDCovariateDetector(
         ref, ["a"] * 150 + ["b"] * 120 + ["c"] * 30, n_permutations=300, min_group_size=25
     )
+    assert detector.n_permutations == 1600
     groups = ["a"] * 40 + ["b"] * 60 + ["c"] * 20
     results = []
     for shift in (0.0, 0.3, 1.0):
@@ -20,12 +22,22 @@ def test_mmd_results_unchanged_by_the_move_onto_the_common_interface() -> None:
         x[:40, 0] += shift
         results.append(detector.test(x, groups))
     last = results[-1]
-    assert [r.p_value for r in results] == pytest.approx([0.79667, 0.26667, 0.01333], abs=1e-4)
+    assert [r.p_value for r in results] == pytest.approx([0.76640, 0.21799, 0.00937], abs=1e-4)
     assert last.statistic == pytest.approx(0.0072148, rel=1e-3)
     assert last.threshold == pytest.approx(0.01 / 3)
-    assert last.per_group["a"].p_value == 0.0 and last.drifted_groups == ["a"]
-    assert last.per_group["b"].p_value == pytest.approx(0.08333, abs=1e-4)
+    # No permutation reached group a's statistic: the smallest p-value, never 0.
+    assert last.per_group["a"].p_value == pytest.approx(1 / 1601) and last.drifted_groups == ["a"]
+    assert last.per_group["b"].p_value == pytest.approx(0.11305, abs=1e-4)
     assert last.per_group["c"].tested is False
+
+
+def test_a_permutation_p_value_is_never_zero() -> None:
+    import torch
+
+    from drift.base import permutation_p_value
+
+    assert permutation_p_value(10.0, torch.zeros(499)) == pytest.approx(1 / 500)
+    assert permutation_p_value(0.0, torch.ones(99)) == 1.0
 
 
 class _MeanGap(GroupedCovariateDetector):
