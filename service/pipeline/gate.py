@@ -3,27 +3,30 @@
 Champion and candidate are scored on the same holdout samples. Each group (with
 fairlearn's MetricFrame for the accuracies) and each window of the holdout (the
 earlier windows, which the candidate must not forget, and the current one) is a
-slice; the paired per-sample difference on a slice is tested one-sided ("is the
-candidate worse?", normal approximation of the paired difference). The slices
-with at least ``min_group_size`` samples, groups and windows alike, form one
-Holm family at ``1 - confidence``, so a candidate that is no worse anywhere is
-rejected with probability at most ``1 - confidence`` however many slices there
-are (Holm holds under any dependence, and groups and windows share samples).
-A deciding slice fails when its test rejects *and* the candidate is worse by
-more than ``tolerance``; smaller slices are reported, never decisive. Each
-comparison also reports a Bonferroni interval (over the same family) whose
-upper end is the one-sided bound. The best-to-worst group gap may not widen by
-more than ``max_gap_increase``; such a failure names the candidate's worst group.
+slice; on each slice an exact one-sided sign test on the discordant pairs (McNemar's
+exact test: samples exactly one of the two models gets right) asks "is the candidate
+worse?". The slices big enough to decide form one Holm family at ``1 - confidence``,
+so a candidate that is no worse anywhere is rejected with probability at most
+``1 - confidence`` however many slices there are (Holm holds under any dependence,
+and groups and windows share samples). A slice decides when it has at least
+``min_group_size`` samples and its minimum detectable drop (the smallest accuracy
+loss its test could see at the family's first Holm level) is at most twice the
+tolerance; smaller slices are reported, never decisive. A deciding slice fails when
+its test rejects *and* the candidate is worse by more than ``tolerance``. Each
+comparison also reports a Bonferroni interval (normal approximation, over the same
+family). The best-to-worst group gap may not widen by more than ``max_gap_increase``;
+such a failure names the candidate's worst group.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm
+from scipy.stats import binomtest, norm
 from torch import nn
 
 from learners.evaluation import GroupMetrics, evaluate_by_group, predict
@@ -67,9 +70,10 @@ class Comparison:
     candidate: float
     difference: float
     interval: tuple[float, float]
-    p_value: float | None  # one-sided: the candidate is no worse
+    p_value: float | None  # one-sided exact: the candidate is no worse
     verdict: str  # "pass", "fail" or "not decisive"
     reason: str
+    min_detectable_drop: float = 1.0  # at the family's first Holm level
 
 
 @dataclass(frozen=True)
@@ -115,14 +119,32 @@ def _paired_interval(diff: np.ndarray, z: float) -> tuple[float, float]:
     return (mean - z * se, mean + z * se)
 
 
-def _one_sided_p(diff: np.ndarray) -> float:
-    """p-value of "the candidate is no worse" (mean paired difference >= 0)."""
-    if len(diff) < 2:
+def _one_sided_p(champ_ok: np.ndarray, cand_ok: np.ndarray) -> float:
+    """Exact p-value of "the candidate is no worse": of the discordant pairs, at least as
+    many go against the candidate as observed, under a fair coin (McNemar's exact test).
+
+    >>> ok, bad = np.ones(10, bool), np.zeros(10, bool)
+    >>> round(_one_sided_p(ok, bad), 6), _one_sided_p(ok, ok)
+    (0.000977, 1.0)
+    """
+    against = int((champ_ok & ~cand_ok).sum())
+    discordant = against + int((cand_ok & ~champ_ok).sum())
+    if discordant == 0:
         return 1.0
-    se = float(diff.std(ddof=1)) / np.sqrt(len(diff))
-    if se == 0.0:
-        return 0.0 if diff.mean() < 0 else 1.0
-    return float(norm.cdf(diff.mean() / se))
+    return float(binomtest(against, discordant, 0.5, alternative="greater").pvalue)
+
+
+def min_detectable_drop(n: int, level: float) -> float:
+    """The smallest accuracy drop an exact sign test on ``n`` paired samples can find at
+    ``level``: ``k / n`` for the fewest discordant pairs ``k``, all against the candidate,
+    whose p-value ``0.5 ** k`` is at most ``level``.
+
+    >>> min_detectable_drop(200, 0.05 / 6)
+    0.035
+    """
+    if n == 0:
+        return 1.0
+    return min(1.0, math.ceil(round(math.log2(1.0 / level), 9)) / n)
 
 
 def _holm(p_values: dict[Hashable, float], alpha: float) -> set[Hashable]:
@@ -143,14 +165,15 @@ def _compare(
     z: float,
     s: GateSettings,
     decision: bool | None,
+    mde: float,
 ) -> Comparison:
     """One slice; ``decision`` is whether its test rejected, ``None`` when it does not decide."""
     diff = cand.astype(np.float64) - champ.astype(np.float64)
     low, high = _paired_interval(diff, z)
     delta = float(diff.mean()) if len(diff) else 0.0
-    p_value = _one_sided_p(diff)
+    p_value = _one_sided_p(champ, cand)
     if decision is None:
-        verdict, reason = "not decisive", f"{len(diff)} samples, fewer than {s.min_group_size}"
+        verdict, reason = "not decisive", _not_decisive(len(diff), mde, s)
     elif decision and delta < -s.tolerance:
         verdict = "fail"
         reason = (
@@ -170,6 +193,16 @@ def _compare(
         p_value=p_value,
         verdict=verdict,
         reason=reason,
+        min_detectable_drop=mde,
+    )
+
+
+def _not_decisive(n: int, mde: float, s: GateSettings) -> str:
+    if n < s.min_group_size:
+        return f"{n} samples, fewer than {s.min_group_size}"
+    return (
+        f"{n} samples: the smallest drop the test can see ({mde:.3f}) is over twice the "
+        f"tolerance {s.tolerance}"
     )
 
 
@@ -214,14 +247,14 @@ def run_gate(
         ("group", g): names == g for g in sorted(champ_metrics.counts)
     }
     masks |= {("window", w): windows == w for w in sorted(set(windows.tolist()))}
-    deciding = [key for key, m in masks.items() if int(m.sum()) >= settings.min_group_size]
     alpha = 1.0 - settings.confidence
+    sized = [key for key, m in masks.items() if int(m.sum()) >= settings.min_group_size]
+    first_level = alpha / max(1, len(sized))
+    mde = {key: min_detectable_drop(int(m.sum()), first_level) for key, m in masks.items()}
+    deciding = [key for key in sized if mde[key] <= 2.0 * settings.tolerance]
     z = float(norm.ppf(1.0 - alpha / max(1, len(deciding))))
     rejected = _holm(
-        {
-            key: _one_sided_p(cand_ok[masks[key]].astype(float) - champ_ok[masks[key]])
-            for key in deciding
-        },
+        {key: _one_sided_p(champ_ok[masks[key]], cand_ok[masks[key]]) for key in deciding},
         alpha,
     )
     compared = {
@@ -232,6 +265,7 @@ def run_gate(
             z,
             settings,
             (key in rejected) if key in deciding else None,
+            mde[key],
         )
         for key, m in masks.items()
     }

@@ -126,10 +126,10 @@ def test_gate_summary_has_one_shape_for_every_writer() -> None:
     assert failed["kind"] == "error" and failed["reasons"] == ["RuntimeError: boom"]
 
     rng = np.random.default_rng(0)
-    y = rng.integers(0, 10, 200)
-    groups = np.array(["A", "B"] * 100)
+    y = rng.integers(0, 10, 600)
+    groups = np.array(["A", "B"] * 300)
     candidate = np.where(groups == "B", (y + 1) % 10, y)  # wrong on every B sample
-    report = run_gate(y, y, candidate, groups, np.ones(200), GateSettings()).to_dict()
+    report = run_gate(y, y, candidate, groups, np.ones(600), GateSettings()).to_dict()
     gate = gate_summary(report)
     assert gate["kind"] == "gate" and gate["passed"] is False
     by_group = {c["subject"]: c for c in gate["groups"]}

@@ -205,7 +205,7 @@ def test_windows_share_one_holm_family_with_the_groups() -> None:
         broken, mended = slice(1000 * k, 1000 * k + 22), slice(1000 * k + 22, 1000 * k + 35)
         candidate[broken] = (y[broken] + 1) % 10
         champion[mended] = (y[mended] + 1) % 10
-    report = run_gate(y, champion, candidate, groups, windows, GateSettings(tolerance=0.0))
+    report = run_gate(y, champion, candidate, groups, windows, GateSettings(tolerance=0.005))
     slices = [*report.groups, *report.windows]
     assert [c.subject for c in slices] == ["A", "B", "window 1", "window 2"]
     assert all(0.05 / 4 < c.p_value < 0.05 / 2 for c in slices), [c.p_value for c in slices]
@@ -215,3 +215,35 @@ def test_windows_share_one_holm_family_with_the_groups() -> None:
         diff = np.array([-1.0] * 44 + [1.0] * 26 + [0.0] * 1930)
         se = diff.std(ddof=1) / np.sqrt(2000)
         assert c.interval == pytest.approx((c.difference - z * se, c.difference + z * se))
+
+
+def test_the_exact_test_on_few_discordant_pairs() -> None:
+    """Four discordant pairs, all against the candidate, in 40 samples: the normal
+    approximation of the paired difference said p = 0.02; the exact sign test says 1/16."""
+    y = np.arange(240) % 10
+    groups = np.array(["A"] * 40 + ["B"] * 200)
+    champion, candidate = y.copy(), y.copy()
+    candidate[:4] = (y[:4] + 1) % 10
+    candidate[40:60] = (y[40:60] + 1) % 10  # B: 20 of 200 worse, p = 2^-20
+    report = run_gate(y, champion, candidate, groups, np.ones(240), GateSettings(tolerance=0.05))
+    by = {c.subject: c for c in report.groups}
+    print({g: (c.p_value, c.min_detectable_drop, c.verdict) for g, c in by.items()})
+    assert by["A"].p_value == 0.5**4 and by["B"].p_value == 0.5**20
+    # Level 0.05 / 3 slices: 2^-6 is the first power of two below it.
+    assert by["A"].min_detectable_drop == pytest.approx(6 / 40)
+    assert by["B"].min_detectable_drop == pytest.approx(6 / 200)
+    assert by["A"].verdict == "not decisive"  # 0.15 > twice the tolerance
+    assert by["B"].verdict == "fail" and report.failed_groups == ["B"]
+
+
+def test_a_slice_that_cannot_see_twice_the_tolerance_is_not_decisive() -> None:
+    y = np.arange(100) % 10
+    groups = np.array(["A"] * 100)
+    champion, candidate = y.copy(), y.copy()
+    candidate[:12] = (y[:12] + 1) % 10  # 12 points worse
+    report = run_gate(y, champion, candidate, groups, np.ones(100), GateSettings())
+    a = report.groups[0]
+    print(f"MDE {a.min_detectable_drop:.3f} against twice the tolerance 0.04")
+    assert a.min_detectable_drop == pytest.approx(6 / 100) and a.verdict == "not decisive"
+    assert "smallest drop the test can see (0.060)" in a.reason
+    assert report.passed  # reported, not decisive: the gap rule has one group only
