@@ -21,11 +21,18 @@ from typer import _click as click  # the Click that this Typer release vendors
 from typer._click.core import ParameterSource
 from typer.core import TyperGroup
 
-from service.config import Settings, is_settings_error, load_settings, settings_error
+from service.config import (
+    Settings,
+    is_settings_error,
+    load_settings,
+    mask_url,
+    settings_error,
+)
 from service.context import Service, get_service, set_service
 from service.errors import LearnstreamError
 
 if TYPE_CHECKING:
+    from service.demo.stream import DemoPlan
     from service.ingest.submission import Submission
 
 
@@ -96,44 +103,96 @@ def run(
     windows: Annotated[int, typer.Option(help="Windows in the demo stream (at least 10).")] = 12,
     stream: Annotated[str, typer.Option(help="Stream name of the demo.")] = "demo",
     reset: Annotated[
-        bool, typer.Option(help="Delete the demo stream of an earlier run first.")
+        bool,
+        typer.Option(help="Delete the stream of an earlier `learnstream run` of that name first."),
     ] = True,
+    use_configured_store: Annotated[
+        bool,
+        typer.Option(
+            "--use-configured-store",
+            help="Play on the configured database and model folder (still on the in-process "
+            "broker).",
+        ),
+    ] = False,
 ) -> None:
-    """The main job: play the demo stream end to end on an in-process worker.
+    """The main job: play the demo stream end to end on an in-process worker and broker.
 
-    The last line printed is one JSON object summarising what the service decided.
+    It plays on its own embedded home unless told --use-configured-store, deletes only a
+    stream an earlier run created, and removes its stream again when it fails. The last
+    line printed is one JSON object summarising what the service decided.
     """
-    from celery.contrib.testing.worker import start_worker
-
-    from service.demo.job import run_demo
+    from service.demo.home import demo_settings, ignored_variables
     from service.demo.stream import DemoPlan
-    from service.store.removal import delete_stream
-    from workers.app import QUEUES, configure
 
     if windows < 10:
         _fail("--windows must be at least 10 (the schedule needs a shift and a corrupted window)")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("kombu.connection").setLevel(logging.ERROR)  # memory:// has no host
-    settings = Settings()
+    configured = load_settings()
+    settings = demo_settings(configured, use_configured_store=use_configured_store)
     service = Service.from_settings(settings)
     set_service(service)
-    if reset:
-        delete_stream(service.store, settings.resolved_model_dir, stream)
-    elif _stream_exists(service, stream):
-        _fail(f"stream {stream!r} already exists in {settings.home}; use --reset or --stream")
+    _make_room(service, stream, reset)
     plan = DemoPlan(
         windows=windows, window_size=settings.window_size, input_size=settings.input_size
     )
-    app = configure(settings)
     typer.echo(
         f"learnstream run: {windows} windows of {plan.window_size} digits, groups A and B; "
         f"shift of group {plan.shift_group} from window {plan.shift_window}, labels of group "
         f"{plan.corrupted_group} corrupted in window {plan.corrupted_window}; "
-        f"store {settings.resolved_database_url}, broker {settings.broker_url}"
+        f"store {mask_url(settings.resolved_database_url)} "
+        f"({'configured' if use_configured_store else 'its own home'}), models in "
+        f"{settings.resolved_model_dir}, broker {settings.broker_url} (in-process worker)"
     )
+    ignored = ignored_variables(configured, settings)
+    if ignored:
+        hint = (
+            "" if use_configured_store else "; --use-configured-store plays on the configured store"
+        )
+        typer.echo(f"learnstream run: ignoring the configured {', '.join(ignored)}{hint}")
+    try:
+        summary = _play(service, plan, stream)
+    except (Exception, KeyboardInterrupt) as exc:
+        _fail(_clean_up(service, stream, exc))
+    typer.echo(json.dumps(summary))
+
+
+def _make_room(service: Service, stream: str, reset: bool) -> None:
+    """Delete an earlier run's stream ``stream`` (with ``reset``), or refuse in one line."""
+    from service.demo.home import strategy_refusal, stream_origin
+    from service.store.removal import delete_stream
+
+    origin = stream_origin(service.store, stream)
+    where = mask_url(service.settings.resolved_database_url)
+    if origin == "absent":
+        return
+    if not reset:
+        refusal = strategy_refusal(service.store, service.settings, stream)
+        _fail(refusal or f"stream {stream!r} already exists in {where}; use --reset or --stream")
+    if origin != "demo":
+        _fail(
+            f"stream {stream!r} in {where} was not created by `learnstream run`; it is kept: "
+            "use --stream OTHER"
+        )
+    delete_stream(service.store, service.settings.resolved_model_dir, stream)
+
+
+def _play(service: Service, plan: DemoPlan, stream: str) -> dict[str, Any]:
+    """Run the demo through the in-process broker and worker; its summary."""
+    from celery.contrib.testing.worker import start_worker
+
+    from service.demo.home import mark
+    from service.demo.job import run_demo
+    from workers.app import QUEUES, configure
+
+    app = configure(service.settings)
+    with app.connection_for_write() as connection:  # what an earlier run here left queued
+        for queue in QUEUES:
+            connection.default_channel.queue_purge(queue)
 
     def send_samples(name: str, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        result = app.send_task("learnstream.ingest", kwargs={"stream": name, "samples": samples})
+        kwargs = {"stream": name, "samples": mark(samples)}
+        result = app.send_task("learnstream.ingest", kwargs=kwargs)
         return result.get(timeout=300, interval=0.01)
 
     def send_images(name: str, images: list[str]) -> dict[str, Any]:
@@ -149,14 +208,29 @@ def run(
         queues=list(QUEUES),
         shutdown_timeout=120,
     ):
-        summary = run_demo(service, send_samples, send_images, plan, stream=stream, echo=typer.echo)
-    typer.echo(json.dumps(summary))
+        return run_demo(service, send_samples, send_images, plan, stream=stream, echo=typer.echo)
 
 
-def _stream_exists(service: Service, name: str) -> bool:
-    from service.queries.listings import status
+def _clean_up(service: Service, stream: str, exc: BaseException) -> str:
+    """Remove the stream a failed run created (never another's); the one line that says so."""
+    from service.demo.home import stream_origin
+    from service.store.removal import delete_stream
 
-    return name in status(service)["streams"]
+    lines = str(exc).strip().splitlines()
+    reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__
+    reason += f": {lines[0]}" if lines else ""
+    try:
+        origin = stream_origin(service.store, stream)
+        if origin in ("demo", "empty"):
+            delete_stream(service.store, service.settings.resolved_model_dir, stream)
+            return f"learnstream run failed ({reason}); removed the stream {stream!r} it created"
+    except Exception as cleanup:  # the store may be what failed
+        return (
+            f"learnstream run failed ({reason}); could not remove the stream {stream!r} it "
+            f"created: {cleanup}"
+        )
+    kept = f"; kept the stream {stream!r}, which others wrote to" if origin == "other" else ""
+    return f"learnstream run failed ({reason}){kept}"
 
 
 @cli.command()
@@ -249,8 +323,6 @@ class _IngestSender:
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         from celery.exceptions import TimeoutError as CeleryTimeout
-
-        from service.config import mask_url
 
         result = self.app.send_task(
             "learnstream.ingest", kwargs={"stream": self.stream, "samples": samples}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from celery import Celery
@@ -71,8 +72,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 def configure(settings: Settings) -> Celery:
-    """Apply ``settings`` to the app (the CLI and tests call this before starting anything)."""
+    """Apply ``settings`` to the app (the CLI and tests call this before starting anything).
+
+    Connections, producers and the result backend that an earlier configuration of this
+    process opened are forgotten, so that nothing is sent to a broker configured before.
+    """
     app.conf.update(celery_config(settings))
+    app._pool = None
+    if "amqp" in app.__dict__:
+        app.amqp._producer_pool = None
+    app._backend_cache = None
+    app._local = threading.local()
     return app
 
 
