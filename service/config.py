@@ -226,7 +226,11 @@ class Settings(BaseSettings):
         default=30, ge=1, description="Holdout samples a group needs for its verdict to decide."
     )
     max_gap_increase: float = Field(
-        default=0.05, ge=0.0, le=1.0, description="How much the best-to-worst group gap may widen."
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="How much the best-to-worst group gap may widen through a loss of its "
+        "worst group (a gap widened by a better group passes).",
     )
     gate_confidence: float = Field(
         default=0.95, gt=0.5, lt=1.0, description="Confidence of the per-group intervals."
