@@ -27,7 +27,7 @@ from drift.names import (
 from service.errors import SettingsInvalid
 from service.store.schema import STREAM_NAME_PATTERN
 
-UpdatePolicy = Literal["on_drift", "every_window", "manual"]
+UpdatePolicy = Literal["adaptive", "on_drift", "every_window", "manual"]
 
 ONLINE_NEEDS_METHOD = (
     "drift_mode 'online' needs drift_detector "
@@ -158,7 +158,42 @@ class Settings(BaseSettings):
     strategy_params: dict[str, float | int | str | bool] = Field(
         default_factory=dict, description="Settings of the strategy, e.g. mem_size."
     )
-    update_policy: UpdatePolicy = Field(default="on_drift", description="When a window trains.")
+    update_policy: UpdatePolicy = Field(
+        default="adaptive",
+        description="When a window trains: adaptive (from a drift or a group's fall until every "
+        "affected group is back), on_drift, every_window or manual.",
+    )
+    train_windows: int = Field(
+        default=1,
+        ge=1,
+        le=50,
+        description="Most windows the champion has not learned yet that a candidate trains on "
+        "(the newest; above 1, a rejected candidate's windows go to the next one).",
+    )
+    adapt_margin: float = Field(
+        default=0.03,
+        gt=0.0,
+        lt=1.0,
+        description="How close to its baseline accuracy a group must come for its adaptation "
+        "to close, and how far below it must fall to open one.",
+    )
+    adapt_alpha: float = Field(
+        default=0.01,
+        gt=0.0,
+        lt=1.0,
+        description="Level of the one-sided test that a group fell below its baseline "
+        "(Bonferroni over the groups).",
+    )
+    adapt_patience: int = Field(
+        default=6,
+        ge=1,
+        description="Windows an adaptation may stay open before fairness.gap names its groups.",
+    )
+    adapt_baseline_windows: int = Field(
+        default=3,
+        ge=1,
+        description="Windows before an adaptation (none under one) that make a group's baseline.",
+    )
     train_epochs: int = Field(default=10, ge=1, description="Epochs over a window in one update.")
     train_batch_size: int = Field(default=32, ge=1, description="Mini-batch size in training.")
     learning_rate: float = Field(default=0.05, gt=0.0, description="SGD learning rate.")

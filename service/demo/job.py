@@ -174,6 +174,13 @@ def describe(seq: int, summary: dict[str, Any], served: int | None, margins: str
         parts.append("DRIFT " + ", ".join(f"{k}[{','.join(groups.get(k, []))}]" for k in drift))
     elif summary.get("champion_before") is not None:
         parts.append("no drift")
+    adaptation = summary.get("adaptation")
+    if adaptation:
+        groups = ",".join(adaptation["groups"])
+        if adaptation.get("closed") == seq:
+            parts.append(f"adaptation of {groups} from window {adaptation['opened']} closed: back")
+        elif adaptation.get("closed") is None:
+            parts.append(f"adapting {groups} (from window {adaptation['opened']})")
     if summary.get("promoted"):
         parts.append(f"v{summary['promoted']} promoted")
     if summary.get("rejected"):
@@ -277,5 +284,31 @@ def summarise(service: Service, stream_name: str, plan: DemoPlan) -> dict[str, A
         "champion": champion,
         "accuracy_by_group": accuracy,
         "alerts": dict(sorted(Counter(alert_counts).items())),
+        "adaptations": adaptations([w.summary or {} for w in windows]),
         "seconds": 0.0,
     }
+
+
+def adaptations(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each adaptation of the stream as it last stood: groups, opening and closing windows,
+    baseline and latest prequential accuracies (fractions).
+
+    >>> a = {"opened": 3, "groups": ["B"], "baseline": {"B": 0.9}, "reason": "", "final": {}}
+    >>> adaptations([{"adaptation": a}, {"adaptation": {**a, "closed": 5, "final": {"B": 0.88}}}])
+    [{'groups': ['B'], 'opened': 3, 'closed': 5, 'baseline': {'B': 0.9}, 'final': {'B': 0.88}}]
+    """
+    latest: dict[int, dict[str, Any]] = {}
+    for summary in summaries:
+        adaptation = summary.get("adaptation")
+        if adaptation:
+            latest[adaptation["opened"]] = adaptation
+    return [
+        {
+            "groups": a["groups"],
+            "opened": a["opened"],
+            "closed": a.get("closed"),
+            "baseline": a["baseline"],
+            "final": a.get("final", {}),
+        }
+        for _, a in sorted(latest.items())
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from service.alerts import records as alerts
+from service.pipeline.adaptation import Adaptation
 from service.pipeline.gate import GateReport
 from service.store.engine import Store
 from service.store.schema import Stream
@@ -38,6 +39,37 @@ def candidate_rejected(
                 "groups": report.failed_groups,
                 "windows": report.failed_windows,
                 "reasons": report.reasons,
+            },
+        )
+
+
+def adaptation_behind(store: Store, stream: Stream, window: int, adaptation: Adaptation) -> None:
+    """``fairness.gap``: an adaptation's groups are still below their baselines after its
+    patience; it stays open and keeps training."""
+    behind = {
+        g: (adaptation.final.get(g), adaptation.baseline[g])
+        for g in adaptation.groups
+        if adaptation.final.get(g, 0.0) < adaptation.baseline[g]
+    }
+    shown = ", ".join(
+        f"{g} {now if now is not None else '-'} (baseline {base})"
+        for g, (now, base) in behind.items()
+    )
+    with store.session() as session:
+        alerts.raise_alert(
+            session,
+            stream_id=stream.id,
+            kind="fairness.gap",
+            severity="warning",
+            subject=f"{stream.name} adaptation from window {adaptation.opened}",
+            message=(
+                f"after {adaptation.windows} windows of adaptation (from window "
+                f"{adaptation.opened}) still behind: {shown or '-'}"
+            ),
+            payload={
+                "window": window,
+                "groups": sorted(behind),
+                "adaptation": adaptation.to_dict(),
             },
         )
 

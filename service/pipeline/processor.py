@@ -11,6 +11,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from service.context import Service
+from service.pipeline import notifications
+from service.pipeline.adaptation import (
+    Adaptation,
+    AdaptSettings,
+    Counts,
+    Step,
+    adaptation_history,
+    step,
+    window_counts,
+)
 from service.pipeline.bootstrap import Bootstrap, bootstrap
 from service.pipeline.claims import (
     claim_next_window,
@@ -22,12 +32,19 @@ from service.pipeline.decision import Decision, decide, update_failed
 from service.pipeline.drift import DriftFindings, run_drift_tests
 from service.pipeline.gate import judge
 from service.pipeline.holdout import gate_holdout
-from service.pipeline.inputs import Champion, WindowInputs, load_inputs
+from service.pipeline.inputs import Champion, WindowInputs, load_inputs, model_outputs
 from service.pipeline.prequential import Prequential, score_window
 from service.pipeline.records import record_drift
 from service.pipeline.reference import load_reference
 from service.pipeline.timing import Stopwatch
-from service.pipeline.update import TrainingRun, should_update, train, write_candidate
+from service.pipeline.update import (
+    TrainingRun,
+    should_update,
+    train,
+    training_windows,
+    write_candidate,
+)
+from service.store.batches import load_batch
 
 __all__ = ["WindowOutcome", "claim_next_window", "process_pending", "release_window"]
 
@@ -45,6 +62,8 @@ class WindowOutcome:
     prequential_accuracy: dict[str, float] = field(default_factory=dict)
     drift: dict[str, bool] = field(default_factory=dict)
     drifted_groups: dict[str, list[str]] = field(default_factory=dict)
+    prequential_counts: dict[str, tuple[int, int]] = field(default_factory=dict)
+    adaptation: dict[str, Any] | None = None
     updated: bool = False
     candidate: int | None = None
     gate_passed: bool | None = None
@@ -92,11 +111,20 @@ def process_window(service: Service, stream_name: str, window_id: int) -> Window
             scored = score_window(inputs.batch, champion.outputs.predictions)
         with clock.stage("drift"):
             findings = _drift(service, inputs, champion, scored)
+        counts = window_counts(scored.correct, inputs.batch.groups)
+        policy = _adapt(service, inputs, counts, findings)
         decision = None
-        if should_update(service.settings, findings.drifted):
+        if should_update(service.settings, findings.drifted, policy):
             decision = _update(service, inputs, champion, clock)
         outcome = _outcome(
-            service, inputs, clock, scored=scored, findings=findings, decision=decision
+            service,
+            inputs,
+            clock,
+            scored=scored,
+            findings=findings,
+            decision=decision,
+            counts=counts,
+            adaptation=policy.adaptation,
         )
     finish_window(
         service,
@@ -137,13 +165,58 @@ def _drift(
     return findings
 
 
+def _adapt(service: Service, inputs: WindowInputs, counts: Counts, findings: DriftFindings) -> Step:
+    """The adaptive policy's step on this window, from the summaries of the windows before;
+    ``fairness.gap`` once when an adaptation has stayed behind for its patience."""
+    s = service.settings
+    previous, history = adaptation_history(
+        service.store, inputs.stream, inputs.window.seq, s.adapt_baseline_windows
+    )
+    if not history:  # the first windows after version 1: its training era is the baseline
+        history = [_era_counts(service, inputs)]
+    drifted_groups = {g for groups in findings.drifted_groups.values() for g in groups}
+    policy = step(
+        previous,
+        inputs.window.seq,
+        counts,
+        history,
+        drifted_groups,
+        findings.drifted,
+        AdaptSettings.from_settings(s),
+    )
+    if policy.fell_behind and policy.adaptation is not None:
+        notifications.adaptation_behind(
+            service.store, inputs.stream, inputs.window.seq, policy.adaptation
+        )
+    return policy
+
+
+def _era_counts(service: Service, inputs: WindowInputs) -> Counts:
+    """The champion's (correct, n) per group on the holdout of the windows it learned."""
+    champion = inputs.champion
+    assert champion is not None
+    learned = [int(w) for w in champion.loaded.manifest.get("windows", [])]
+    with service.store.session() as session:
+        holdout = load_batch(session, inputs.stream, learned, split="holdout")
+    if not len(holdout.y):
+        return {}
+    outputs = model_outputs(champion.loaded.model, holdout.x, features=False)
+    return window_counts(outputs.predictions == holdout.y, holdout.groups)
+
+
 def _update(
     service: Service, inputs: WindowInputs, champion: Champion, clock: Stopwatch
 ) -> Decision:
-    """Train a candidate from the champion on the window, gate it, promote or reject it."""
+    """Train a candidate from the champion on the windows it has not learned (this one and
+    up to ``train_windows`` in all), gate it, promote or reject it."""
     s, loaded = service.settings, champion.loaded
     run = TrainingRun.for_window(s, inputs.window.seq, epochs=s.train_epochs)
-    samples = inputs.batch.where(inputs.batch.splits == "train")
+    with service.store.session() as session:
+        learned = [int(w) for w in loaded.manifest.get("windows", [])]
+        window_ids = training_windows(
+            session, inputs.stream, learned, inputs.window, s.train_windows
+        )
+        samples = load_batch(session, inputs.stream, window_ids, split="train")
     candidate = None
     try:
         with clock.stage("update"):
@@ -155,7 +228,7 @@ def _update(
             trained,
             run,
             parent=champion.version,
-            windows=[inputs.window.id],
+            windows=window_ids,
         )
         candidate = written.version
         with clock.stage("gate"):
@@ -175,6 +248,8 @@ def _outcome(
     scored: Prequential | None = None,
     findings: DriftFindings | None = None,
     decision: Decision | None = None,
+    counts: Counts | None = None,
+    adaptation: Adaptation | None = None,
 ) -> WindowOutcome:
     """The window's outcome from the stages' results."""
     if cold is not None:
@@ -189,6 +264,8 @@ def _outcome(
         prequential_accuracy=dict(scored.accuracy) if scored else {},
         drift=findings.drift if findings else {},
         drifted_groups=findings.drifted_groups if findings else {},
+        prequential_counts=counts or {},
+        adaptation=adaptation.to_dict() if adaptation else None,
         updated=decision is not None,
         candidate=d.candidate,
         gate_passed=d.gate_passed,

@@ -1,4 +1,4 @@
-"""Training a candidate on a window's samples and writing it to the registry.
+"""Training a candidate on the windows its champion has not learned, and writing it.
 
 Training is seeded by ``seed + window number`` and sees the samples in arrival order, so
 the same window gives bit-identical weights in any process (``test_processor_restart``).
@@ -10,13 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from learners.models import SmallCNN, to_float
 from learners.strategy_state import StrategyState
 from learners.update import UpdateResult, train_update
 from service.config import Settings
 from service.models.registry import Registry
+from service.pipeline.adaptation import Step
 from service.store.batches import Batch
-from service.store.schema import Stream
+from service.store.schema import Stream, Window
 
 
 @dataclass(frozen=True)
@@ -52,13 +56,33 @@ class Candidate:
     model: SmallCNN
 
 
-def should_update(settings: Settings, drifted: bool) -> bool:
+def should_update(settings: Settings, drifted: bool, adaptation: Step) -> bool:
     """Whether the update policy trains a candidate on this window."""
+    if settings.update_policy == "adaptive":
+        return adaptation.trains
     if settings.update_policy == "every_window":
         return True
     if settings.update_policy == "on_drift":
         return drifted
     return False
+
+
+def training_windows(
+    session: Session, stream: Stream, learned: list[int], current: Window, limit: int
+) -> list[int]:
+    """Ids of the newest ``limit`` windows up to ``current`` that the champion has not learned
+    (after the last of its ``learned`` window ids), oldest first."""
+    ids = session.scalars(
+        select(Window.id)
+        .where(
+            Window.stream_id == stream.id,
+            Window.id > max(learned, default=0),
+            Window.seq <= current.seq,
+        )
+        .order_by(Window.seq.desc())
+        .limit(limit)
+    ).all()
+    return sorted(ids) or [current.id]
 
 
 def train(

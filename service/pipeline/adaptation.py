@@ -1,0 +1,203 @@
+"""The adaptive update policy: keep training candidates until every affected group is back.
+
+An adaptation opens on drift of any kind, or when a group's prequential accuracy falls below
+its baseline (Fisher's one-sided exact test of the window's counts against the group's
+pooled counts over the windows before, Bonferroni over the groups, and a fall of more than
+the margin). While it is open every window trains a candidate. It closes on the first
+window where every affected group's prequential accuracy is within ``adapt_margin`` of its
+baseline; one that stays behind for ``adapt_patience`` windows raises ``fairness.gap``
+once, naming its groups, and stays open. The state lives in each window's summary, so a
+restarted learner carries on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from scipy.stats import fisher_exact
+from sqlalchemy import select
+
+from service.config import Settings
+from service.store.engine import Store
+from service.store.schema import Stream, Window
+
+Counts = dict[str, tuple[int, int]]  # group -> (correct, n) of the champion on one window
+
+
+@dataclass(frozen=True)
+class AdaptSettings:
+    """The policy's thresholds (fields of :class:`~service.config.Settings` of the same name)."""
+
+    margin: float = 0.03
+    alpha: float = 0.01
+    patience: int = 6
+    baseline_windows: int = 3
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AdaptSettings:
+        return cls(
+            margin=settings.adapt_margin,
+            alpha=settings.adapt_alpha,
+            patience=settings.adapt_patience,
+            baseline_windows=settings.adapt_baseline_windows,
+        )
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """One adaptation: the groups it waits for, their baselines and how far they are."""
+
+    opened: int
+    groups: list[str]
+    baseline: dict[str, float]
+    reason: str
+    windows: int = 0  # windows trained while open
+    closed: int | None = None
+    final: dict[str, float] = field(default_factory=dict)  # accuracy on the latest window
+    behind_alerted: bool = False
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Adaptation | None:
+        return None if not data else cls(**data)
+
+
+@dataclass(frozen=True)
+class Step:
+    """What the policy made of one window: the adaptation now, and whether it just fell behind."""
+
+    adaptation: Adaptation | None
+    fell_behind: bool = False
+
+    @property
+    def trains(self) -> bool:
+        """Whether this window trains a candidate: an adaptation is open after it."""
+        return self.adaptation is not None and self.adaptation.is_open
+
+
+def window_counts(correct: np.ndarray, groups: np.ndarray) -> Counts:
+    """The champion's (correct, n) per group on one window.
+
+    >>> window_counts(np.array([True, False, True]), np.array(["A", "A", "B"]))
+    {'A': (1, 2), 'B': (1, 1)}
+    """
+    names = np.asarray([str(g) for g in groups], dtype=object)
+    return {
+        str(g): (int(correct[names == g].sum()), int((names == g).sum()))
+        for g in sorted(set(names.tolist()))
+    }
+
+
+def pooled(history: Iterable[Counts]) -> Counts:
+    """Counts of several windows added up per group."""
+    total: dict[str, tuple[int, int]] = {}
+    for counts in history:
+        for g, (k, n) in counts.items():
+            k0, n0 = total.get(g, (0, 0))
+            total[g] = (k0 + k, n0 + n)
+    return total
+
+
+def _accuracy(counts: Counts) -> dict[str, float]:
+    return {g: round(k / n, 4) for g, (k, n) in counts.items() if n}
+
+
+def fallen_groups(baseline: Counts, now: Counts, s: AdaptSettings) -> list[str]:
+    """Groups whose accuracy now is below their baseline by more than the margin, beyond
+    chance (Fisher's one-sided exact test, at ``alpha`` over the groups tested: the baseline's
+    own size counts, so a baseline of a few samples cannot open an adaptation by itself)."""
+    tested = [g for g in now if baseline.get(g, (0, 0))[1] and now[g][1]]
+    fallen = []
+    for g in tested:
+        k0, n0 = baseline[g]
+        k, n = now[g]
+        if k / n < k0 / n0 - s.margin:
+            _, p = fisher_exact([[k0, n0 - k0], [k, n - k]], alternative="greater")
+            if p < s.alpha / len(tested):
+                fallen.append(g)
+    return fallen
+
+
+def step(
+    previous: Adaptation | None,
+    window: int,
+    now: Counts,
+    history: list[Counts],
+    drifted_groups: set[str],
+    drifted: bool,
+    s: AdaptSettings,
+) -> Step:
+    """The policy on one window: carry an open adaptation on (closing it when every group is
+    back), or open one on drift or a fall below baseline. ``history`` holds the counts of
+    the windows before that were not under an adaptation, newest last."""
+    accuracy = _accuracy(now)
+    if previous is not None and previous.is_open:
+        final = {g: accuracy[g] for g in previous.groups if g in accuracy}
+        back = all(final.get(g, 0.0) >= previous.baseline[g] - s.margin for g in previous.groups)
+        if back:
+            return Step(replace(previous, closed=window, final=final))
+        carried = replace(previous, windows=previous.windows + 1, final=final)
+        behind = carried.windows >= s.patience and not carried.behind_alerted
+        return Step(replace(carried, behind_alerted=True) if behind else carried, behind)
+    baseline = pooled(history[-s.baseline_windows :])
+    fallen = fallen_groups(baseline, now, s)
+    if not drifted and not fallen:
+        return Step(None)
+    named = (set(drifted_groups) | set(fallen)) or set(now)
+    groups = sorted(g for g in named if baseline.get(g, (0, 0))[1])
+    if not groups:  # no window before to compare with: nothing to wait for
+        return Step(None)
+    reasons = [f"drift in {', '.join(sorted(drifted_groups)) or 'all groups'}"] if drifted else []
+    reasons += [f"accuracy of {', '.join(fallen)} below baseline"] if fallen else []
+    base = _accuracy({g: baseline[g] for g in groups})
+    return Step(
+        Adaptation(
+            opened=window,
+            groups=groups,
+            baseline=base,
+            reason="; ".join(reasons),
+            windows=1,
+            final={g: accuracy[g] for g in groups if g in accuracy},
+        )
+    )
+
+
+HISTORY_SCAN = 200  # processed windows read back at most to find a baseline
+
+
+def adaptation_history(
+    store: Store, stream: Stream, seq: int, baseline_windows: int
+) -> tuple[Adaptation | None, list[Counts]]:
+    """The adaptation after the window before ``seq``, and the counts of the newest
+    ``baseline_windows`` windows before it that neither drifted nor were under an open
+    adaptation (the windows before a change), oldest first."""
+    with store.session() as session:
+        summaries = session.scalars(
+            select(Window.summary)
+            .where(Window.stream_id == stream.id, Window.seq < seq, Window.state == "processed")
+            .order_by(Window.seq.desc())
+            .limit(HISTORY_SCAN)
+        ).all()
+    previous = Adaptation.from_dict((summaries[0] or {}).get("adaptation")) if summaries else None
+    history: list[Counts] = []
+    for summary in summaries:
+        summary = summary or {}
+        adaptation = Adaptation.from_dict(summary.get("adaptation"))
+        counts = {
+            g: (int(k), int(n)) for g, (k, n) in summary.get("prequential_counts", {}).items()
+        }
+        drifted = any(summary.get("drift", {}).values())
+        if counts and not drifted and (adaptation is None or not adaptation.is_open):
+            history.append(counts)
+        if len(history) == baseline_windows:
+            break
+    return previous, history[::-1]

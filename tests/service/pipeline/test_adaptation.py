@@ -1,0 +1,60 @@
+"""The adaptive policy on hand-made counts: opening, carrying on, closing, falling behind."""
+
+from __future__ import annotations
+
+from service.pipeline.adaptation import Adaptation, AdaptSettings, fallen_groups, pooled, step
+
+S = AdaptSettings()
+BEFORE = [{"A": (90, 100), "B": (88, 100)}] * 3  # A 0.90, B 0.88 before the change
+
+
+def test_a_fall_below_baseline_opens_an_adaptation_that_closes_when_the_group_is_back() -> None:
+    fell = step(None, 6, {"A": (91, 100), "B": (55, 100)}, BEFORE, set(), False, S)
+    assert fell.trains and fell.adaptation is not None
+    opened = fell.adaptation
+    assert (opened.opened, opened.groups, opened.baseline) == (6, ["B"], {"B": 0.88})
+    assert opened.reason == "accuracy of B below baseline"
+    # Still behind: 0.80 < 0.88 - 0.03; the adaptation carries on and trains again.
+    behind = step(opened, 7, {"A": (90, 100), "B": (80, 100)}, BEFORE, set(), False, S)
+    assert behind.trains and behind.adaptation is not None
+    assert (behind.adaptation.windows, behind.adaptation.final) == (2, {"B": 0.8})
+    # Back within the margin: 0.86 >= 0.85; closed, no training on this window.
+    back = step(behind.adaptation, 8, {"A": (90, 100), "B": (86, 100)}, BEFORE, set(), False, S)
+    assert not back.trains and back.adaptation is not None
+    assert (back.adaptation.closed, back.adaptation.final) == (8, {"B": 0.86})
+
+
+def test_drift_opens_one_for_the_drifted_group_even_before_accuracy_falls() -> None:
+    now = {"A": (90, 100), "B": (87, 100)}
+    drifted = step(None, 4, now, BEFORE, {"B"}, True, S)
+    assert drifted.adaptation is not None and drifted.adaptation.groups == ["B"]
+    assert drifted.adaptation.reason == "drift in B"
+    # Drift of the whole window names no group: every group is watched.
+    overall = step(None, 4, now, BEFORE, set(), True, S)
+    assert overall.adaptation is not None and overall.adaptation.groups == ["A", "B"]
+
+
+def test_noise_around_the_baseline_opens_nothing() -> None:
+    # 0.86 on 100 samples against 0.88 on 300: a fall of 2 points, within the margin.
+    assert (
+        step(None, 5, {"A": (89, 100), "B": (86, 100)}, BEFORE, set(), False, S).adaptation is None
+    )
+    # 0.84 is beyond the margin but not beyond chance at 0.01 / 2 (Fisher p = 0.19).
+    assert fallen_groups(pooled(BEFORE), {"B": (84, 100)}, S) == []
+    assert fallen_groups(pooled(BEFORE), {"B": (70, 100)}, S) == ["B"]
+
+
+def test_an_adaptation_that_stays_behind_raises_once_and_stays_open() -> None:
+    adaptation: Adaptation | None = Adaptation(3, ["B"], {"B": 0.88}, "drift in B", windows=1)
+    fell = []
+    for window in range(4, 12):
+        result = step(adaptation, window, {"A": (90, 100), "B": (60, 100)}, BEFORE, set(), False, S)
+        adaptation = result.adaptation
+        fell.append(result.fell_behind)
+        assert result.trains
+    assert fell == [False, False, False, False, True, False, False, False]  # at 6 windows
+    assert adaptation is not None and adaptation.behind_alerted and adaptation.windows == 9
+
+
+def test_no_window_before_means_nothing_to_wait_for() -> None:
+    assert step(None, 2, {"B": (10, 100)}, [], {"B"}, True, S).adaptation is None
