@@ -84,7 +84,7 @@ def test_a_worker_whose_database_is_unreachable_says_so(env) -> None:
 
 
 def _champion(service: Service, strategy: str, params: dict) -> Stream:
-    stream = get_or_create_stream(service.store, "pets", service.settings)
+    stream = get_or_create_stream(service.store, "pets", service.settings).stream
     state = StrategyState(strategy, 1, {}, {"experiences_seen": 1, "buffer_ids": []})
     version = service.registry.create_version(
         stream,
