@@ -231,3 +231,18 @@ def test_resizing_a_batch_equals_resizing_each_image() -> None:
     assert all(a.shape == (1, 28, 28) for a in together)
     assert all(torch.equal(a, b) for a, b in zip(together, one_by_one, strict=True))
     assert torch.equal(together[-1], images[-1])
+
+
+def test_a_png_row_with_an_unknown_filter_is_refused_not_a_crash() -> None:
+    # torchvision 0.29.1's decoder died of a segmentation fault on this (found by test_fuzz).
+    rows = b"\x07" + bytes(4) + (b"\x00" + bytes(4)) * 3  # filter type 7 does not exist
+    header = struct.pack(">IIBBBBB", 4, 4, 8, 0, 0, 0, 0)
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(rows))
+        + _chunk(b"IEND", b"")
+    )
+    with pytest.raises(InvalidSample) as refused:
+        decode(data, max_pixels=100)
+    assert str(refused.value) == "image: PNG data cannot be decoded (damaged)"
