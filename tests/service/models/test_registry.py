@@ -168,3 +168,24 @@ def test_a_retry_discards_what_a_dead_attempt_left(service) -> None:
     assert write([2]) == 4  # numbers go on from the highest registered version
     assert service.registry.discard_unfinished(stream, 9) == []
     assert sorted(p.name for p in folder.iterdir()) == ["v0001", "v0003", "v0004"]
+
+
+def test_a_loaded_version_of_a_stream_recreated_by_another_process_is_read_again(
+    service, tmp_path
+) -> None:
+    from service.store.removal import delete_stream
+
+    stream = get_or_create_stream(service.store, "s", service.settings).stream
+    assert _write(service, stream, seed=1) == 1
+    before = service.version("s", 1).model.state_dict()
+    other_process = Service(service.settings, type(service.store)(service.store.url))
+    try:
+        assert delete_stream(other_process.store, service.settings.resolved_model_dir, "s")
+        recreated = get_or_create_stream(other_process.store, "s", service.settings).stream
+        assert _write(other_process, recreated, seed=2) == 1
+    finally:
+        other_process.store.dispose()
+    after = service.version("s", 1).model.state_dict()
+    expected = build_model(seed=2, **ARCH).state_dict()
+    assert all(torch.equal(after[name], tensor) for name, tensor in expected.items())
+    assert not all(torch.equal(after[name], before[name]) for name in expected)
