@@ -189,7 +189,7 @@ def prepare_sample(
 ) -> PreparedSample:
     """Validate one raw sample and convert its image's channels; raises :class:`InvalidSample`.
 
-    Resizing waits for the call's other samples (:func:`service.ingest.images.resize_all`)."""
+    Resizing waits for the call's other samples (:func:`service.ingest.images.resize_each`)."""
     if not isinstance(raw, dict):
         raise InvalidSample(f"sample: must be an object, got {type(raw).__name__}")
     unknown = sorted(str(key) for key in set(raw) - SAMPLE_FIELDS)

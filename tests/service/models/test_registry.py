@@ -189,3 +189,18 @@ def test_a_loaded_version_of_a_stream_recreated_by_another_process_is_read_again
     expected = build_model(seed=2, **ARCH).state_dict()
     assert all(torch.equal(after[name], tensor) for name, tensor in expected.items())
     assert not all(torch.equal(after[name], before[name]) for name in expected)
+
+
+def test_predict_decodes_as_ingest_does_and_refuses_a_broken_image_in_our_words(service) -> None:
+    import base64
+
+    from service.errors import InvalidSample
+
+    stream = get_or_create_stream(service.store, "s", service.settings).stream
+    service.registry.promote(stream.id, _write(service, stream, seed=1), by="test", reason="r")
+    image = digit_samples(1)[0]["image"]
+    assert len(predict_images(service, "s", [image])["predictions"]) == 1
+    cut = base64.b64encode(base64.b64decode(image)[:60]).decode()
+    with pytest.raises(InvalidSample) as refused:
+        predict_images(service, "s", [image, cut])
+    assert str(refused.value) == "images[1]: image: PNG data cannot be decoded (truncated)"
