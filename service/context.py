@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from service.config import Settings
@@ -15,13 +16,28 @@ if TYPE_CHECKING:
     from service.models.registry import LoadedVersion, Registry
 
 
+FileIdentity = tuple[int, int, int] | None
+
+
+def file_identity(path: Path) -> FileIdentity:
+    """Device, inode and modification time of ``path`` (``None`` when it is missing)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino, stat.st_mtime_ns
+
+
 class Service:
     """Everything a task or a command needs; built once per process."""
 
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        self._versions: OrderedDict[tuple[str, int], LoadedVersion] = OrderedDict()
+        # Loaded versions by (stream, version), each with the identity of its manifest file.
+        self._versions: OrderedDict[tuple[str, int], tuple[FileIdentity, LoadedVersion]] = (
+            OrderedDict()
+        )
         self._lock = threading.Lock()
         self.webhook: WebhookSink | None = None
         if settings.webhook_url:  # alerts also go, signed, to the operators' webhook
@@ -43,15 +59,20 @@ class Service:
         return Registry(self.store, self.settings.resolved_model_dir, self.settings.announce_url)
 
     def version(self, stream: str, version: int) -> LoadedVersion:
-        """A loaded model version, cached: versions never change once written."""
+        """A loaded model version, cached: a version never changes once written, but a stream
+        deleted and recreated (by any process) writes a new one of the same number, so the
+        cache holds only while the version's manifest file is the one it read."""
         key = (stream, version)
+        identity = file_identity(self.registry.folder(stream, version) / "manifest.json")
         with self._lock:
-            if key in self._versions:
+            cached = self._versions.get(key)
+            if cached is not None and cached[0] == identity:
                 self._versions.move_to_end(key)
-                return self._versions[key]
+                return cached[1]
         loaded = self.registry.load(stream, version)
         with self._lock:
-            self._versions[key] = loaded
+            self._versions[key] = (identity, loaded)
+            self._versions.move_to_end(key)
             while len(self._versions) > 8:
                 self._versions.popitem(last=False)
         return loaded

@@ -41,7 +41,10 @@ class SampleIn(_Request):
     """One sample of the ingest contract (documentation; ingest validates each one itself)."""
 
     image: str = Field(description="Base64 of PNG, JPEG or .npy (allow_pickle=False) bytes.")
-    label: int | str = Field(description="Index into the stream's class list, or a class name.")
+    label: int | str = Field(
+        description="A class name of the stream; an int only where the class names are the "
+        'integers themselves ("0", "1", ..., as the default digits are).'
+    )
     group: str = Field(description="Group the sample belongs to (per-group drift and gate).")
     id: str | None = Field(
         default=None, description="Caller's id; default: sha256 of stream, image, label, group."
@@ -69,12 +72,25 @@ class Rejected(BaseModel):
     reason: str
 
 
+class CreatedStream(BaseModel):
+    """The stream an ingest call created, with the settings it was created with."""
+
+    stream: str
+    classes: list[str] = Field(description="Its class names; labels name one of them.")
+    channels: int = Field(description="Channels its images are converted to.")
+    size: int = Field(description="Side its images are resized to.")
+
+
 class IngestResponse(BaseModel):
     """What one ingest call did (the ``learnstream.ingest`` contract)."""
 
     accepted: list[str] = Field(description="Ids of the samples stored by this call.")
     duplicates: list[str] = Field(description="Ids already stored before (not counted twice).")
     rejected: list[Rejected]
+    created: CreatedStream | None = Field(
+        default=None,
+        description="The stream, when this call created it (auto_create_streams); else null.",
+    )
 
 
 class PredictRequest(_Request):

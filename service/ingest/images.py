@@ -3,20 +3,25 @@
 Images arrive as PNG, JPEG or ``.npy`` bytes. Sizes are read from the header
 before any pixel is decoded (a decompression bomb is refused cheaply), ``.npy``
 is read with ``allow_pickle=False``, and every image leaves as a ``uint8``
-tensor of the stream's shape ``(channels, size, size)``.
+tensor of the stream's shape ``(channels, size, size)``. PNG and JPEG are decoded
+by Pillow; whatever fails in a decoder becomes :class:`InvalidSample` in our words,
+never the library's message (it can quote its own source paths).
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import struct
 
 import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_image
+from PIL import Image
 from torchvision.transforms import v2
 
 from service.errors import InvalidSample
+
+log = logging.getLogger(__name__)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -60,27 +65,43 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
     raise InvalidSample("image: JPEG has no frame header")
 
 
-def _decode_npy(data: bytes, max_pixels: int) -> torch.Tensor:
+def _npy_header(data: bytes) -> tuple[tuple[int, ...], np.dtype]:
     buffer = io.BytesIO(data)
     try:
         version = np.lib.format.read_magic(buffer)
         # numpy's public header readers are per version; this private one takes any.
         read_header = np.lib.format._read_array_header  # type: ignore[attr-defined]  # private
         shape, _fortran, dtype = read_header(buffer, version)
-    except (ValueError, OSError) as exc:
-        raise InvalidSample(f"image: .npy header is unreadable ({exc})") from exc
-    if dtype.hasobject:
-        raise InvalidSample("image: .npy holds Python objects, which are never loaded")
+    except Exception as exc:  # numpy quotes the header back: keep it out of the reason
+        raise InvalidSample("image: .npy header is unreadable") from exc
+    return tuple(shape), dtype
+
+
+def _check_npy_shape(shape: tuple[int, ...], max_pixels: int) -> None:
     if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 3, 4)):
-        raise InvalidSample(f"image: .npy shape {tuple(shape)} is not (H, W) or (H, W, C)")
+        text = str(shape) if len(str(shape)) <= 60 else f"of {len(shape)} dimensions"
+        raise InvalidSample(f"image: .npy shape {text} is not (H, W) or (H, W, C)")
+    if min(shape) < 0:
+        raise InvalidSample("image: .npy shape has a negative side")
+    if shape[0] == 0 or shape[1] == 0:
+        raise InvalidSample("image: width or height is zero")
     if shape[0] * shape[1] > max_pixels:
         raise InvalidSample(f"image: {shape[0]}x{shape[1]} pixels exceed the limit of {max_pixels}")
+
+
+def _decode_npy(data: bytes, max_pixels: int) -> torch.Tensor:
+    shape, dtype = _npy_header(data)
+    if dtype.hasobject:
+        raise InvalidSample("image: .npy holds Python objects, which are never loaded")
+    _check_npy_shape(shape, max_pixels)
     if dtype.kind not in "biuf":
-        raise InvalidSample(f"image: .npy dtype {dtype} is not numeric")
+        raise InvalidSample(f"image: .npy dtype {dtype.str} is not numeric")
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
-    except ValueError as exc:
-        raise InvalidSample(f"image: .npy data is unreadable ({exc})") from exc
+    except Exception as exc:
+        raise InvalidSample("image: .npy data is shorter than its header says") from exc
+    if array.shape != shape:
+        raise InvalidSample("image: .npy data does not match its header")
     if not np.all(np.isfinite(array)):
         raise InvalidSample("image: .npy holds NaN or infinite values")
     if dtype.kind == "f":
@@ -91,14 +112,62 @@ def _decode_npy(data: bytes, max_pixels: int) -> torch.Tensor:
         array = array.astype(np.uint8) * 255
     elif array.min() < 0 or array.max() > 255:
         raise InvalidSample("image: integer .npy values must lie in [0, 255]")
-    array = array.astype(np.uint8)
+    return _to_tensor(array.astype(np.uint8))
+
+
+def _to_tensor(array: np.ndarray) -> torch.Tensor:
+    """A ``uint8`` tensor ``(C, H, W)`` of an ``(H, W)`` or ``(H, W, C)`` array."""
     if array.ndim == 2:
         array = array[:, :, None]
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 
+def _pillow_pixels(image: Image.Image) -> np.ndarray:
+    """The pixels of a decoded Pillow image as ``uint8``, grey, grey+alpha, RGB or RGBA."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey PNG: scale to 8 bits
+        wide = np.asarray(image).astype(np.float64)
+        return np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8)
+    if image.mode not in ("L", "LA", "RGB", "RGBA"):
+        has_alpha = image.mode == "PA" or "transparency" in image.info
+        image = image.convert("RGBA" if has_alpha else "L" if image.mode == "1" else "RGB")
+    return np.array(image, dtype=np.uint8)  # a copy: torch wants writable memory
+
+
+def _decode_pillow(data: bytes, kind: str, max_pixels: int) -> torch.Tensor:
+    name = kind.upper()
+    try:
+        with Image.open(io.BytesIO(data), formats=[name]) as image:
+            # The header read here may name another size than ours (a JPEG with two frames).
+            width, height = image.size
+            if width * height > max_pixels:
+                raise InvalidSample(
+                    f"image: {height}x{width} pixels exceed the limit of {max_pixels}"
+                )
+            image.load()
+            pixels = _pillow_pixels(image)
+    except InvalidSample:
+        raise
+    except EOFError as exc:
+        raise InvalidSample(f"image: {name} data cannot be decoded (truncated)") from exc
+    except Exception as exc:
+        detail = "truncated" if "truncated" in str(exc).lower() else "damaged"
+        raise InvalidSample(f"image: {name} data cannot be decoded ({detail})") from exc
+    return _to_tensor(pixels)
+
+
 def decode(data: bytes, *, max_pixels: int) -> torch.Tensor:
-    """Decode PNG, JPEG or ``.npy`` bytes to a ``uint8`` tensor ``(C, H, W)``."""
+    """Decode PNG, JPEG or ``.npy`` bytes to a ``uint8`` tensor ``(C, H, W)``; raises
+    :class:`InvalidSample` only, whatever went wrong (an unforeseen error is logged)."""
+    try:
+        return _decode(data, max_pixels)
+    except InvalidSample:
+        raise
+    except Exception as exc:
+        log.warning("an image could not be decoded", exc_info=True)
+        raise InvalidSample("image: cannot be read") from exc
+
+
+def _decode(data: bytes, max_pixels: int) -> torch.Tensor:
     kind = image_format(data)
     if kind == "npy":
         return _decode_npy(data, max_pixels)
@@ -107,16 +176,7 @@ def decode(data: bytes, *, max_pixels: int) -> torch.Tensor:
         raise InvalidSample("image: width or height is zero")
     if height * width > max_pixels:
         raise InvalidSample(f"image: {height}x{width} pixels exceed the limit of {max_pixels}")
-    try:
-        image = decode_image(
-            torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.UNCHANGED
-        )
-    except RuntimeError as exc:
-        raise InvalidSample(f"image: {kind.upper()} data cannot be decoded ({exc})") from exc
-    if image.dtype != torch.uint8:
-        # 16-bit PNGs decode to uint16: scale to 8 bits.
-        image = (image.to(torch.float32) / 257.0).round().to(torch.uint8)
-    return image
+    return _decode_pillow(data, kind, max_pixels)
 
 
 def to_input(image: torch.Tensor, *, channels: int, size: int) -> torch.Tensor:
@@ -151,6 +211,23 @@ def resize_all(images: list[torch.Tensor], size: int) -> list[torch.Tensor]:
         for i, image in zip(index, resized, strict=True):
             out[i] = image
     return [image.contiguous() for image in out]
+
+
+def resize_each(images: list[torch.Tensor], size: int) -> list[torch.Tensor | None]:
+    """:func:`resize_all`, where an image that cannot be resized becomes ``None`` (logged)
+    rather than failing the others."""
+    try:
+        return list(resize_all(images, size))
+    except Exception:
+        log.warning("a batched resize failed; resizing one image at a time", exc_info=True)
+    out: list[torch.Tensor | None] = []
+    for image in images:
+        try:
+            out.append(resize_all([image], size)[0])
+        except Exception:
+            log.warning("an image of shape %s could not be resized", tuple(image.shape))
+            out.append(None)
+    return out
 
 
 def encode_png(image: torch.Tensor) -> bytes:

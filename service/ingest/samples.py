@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from service.config import Settings
 from service.errors import InvalidRequest, InvalidSample, StreamNotFound
-from service.ingest.images import convert_channels, decode, resize_all
+from service.ingest.images import convert_channels, decode, resize_each
 from service.ingest.rejections import record_rejections, record_unreadable_call
 from service.ingest.windows import close, open_window
 from service.store.engine import Store
@@ -37,7 +37,7 @@ from service.store.schema import (
     utcnow,
     valid_stream_name,
 )
-from service.store.streams import lock_stream
+from service.store.streams import StreamGone, lock_kept_stream
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,24 @@ class PreparedSample:
     pixels: bytes = b""
 
 
+@dataclass(frozen=True)
+class StreamLookup:
+    """A stream row, and whether this very lookup created it."""
+
+    stream: Stream
+    created: bool
+
+
+def stream_settings(stream: Stream) -> dict[str, Any]:
+    """What a stream was created with, as the ingest answer's ``created`` reports it."""
+    return {
+        "stream": stream.name,
+        "classes": list(stream.classes),
+        "channels": stream.channels,
+        "size": stream.size,
+    }
+
+
 @dataclass
 class IngestResult:
     """What one ingest call did; ``to_dict`` is the public contract."""
@@ -67,9 +85,15 @@ class IngestResult:
     duplicates: list[str] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
     closed_windows: list[int] = field(default_factory=list)
+    created: dict[str, Any] | None = None  # the stream's settings when this call created it
 
     def to_dict(self) -> dict[str, Any]:
-        return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected}
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "created": self.created,
+        }
 
 
 def split_for(sample_id: str, holdout_fraction: float) -> str:
@@ -78,16 +102,40 @@ def split_for(sample_id: str, holdout_fraction: float) -> str:
     return "holdout" if bucket < holdout_fraction else "train"
 
 
+def classes_are_indices(classes: list[str]) -> bool:
+    """Whether the class names are the integers ``"0"``, ``"1"``, ... in order (the digits)."""
+    return classes == [str(i) for i in range(len(classes))]
+
+
+def quoted(value: str, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a reason quotes a caller's text briefly."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _integer(value: int) -> str:
+    # str() of an int of over 4300 digits raises: Python's guard against slow conversions.
+    return str(value) if abs(value) < 10**18 else "a very large integer"
+
+
 def resolve_label(label: Any, classes: list[str]) -> int:
-    """Class index of ``label``: an int index into the class list or a class name."""
+    """Class index of ``label``: one of the class names, or an int where the names are the
+    integers themselves (``"0"``..``"9"``), since an index into names is an easy mistake."""
     if isinstance(label, bool) or not isinstance(label, int | str):
         raise InvalidSample(f"label: must be an int or a class name, got {type(label).__name__}")
     if isinstance(label, int):
+        if not classes_are_indices(classes):
+            raise InvalidSample(
+                f"label: {_integer(label)} is an integer, but the stream's classes are names "
+                f"{classes}: send the class name"
+            )
         if not 0 <= label < len(classes):
-            raise InvalidSample(f"label: {label} is outside the stream's {len(classes)} classes")
+            raise InvalidSample(
+                f"label: {_integer(label)} is outside the stream's {len(classes)} classes"
+            )
         return label
     if label not in classes:
-        raise InvalidSample(f"label: {label!r} is not one of the stream's classes {classes}")
+        raise InvalidSample(f"label: {quoted(label)} is not one of the stream's classes {classes}")
     return classes.index(label)
 
 
@@ -112,7 +160,28 @@ def _check_text(name: str, value: Any, max_length: int) -> str:
         raise InvalidSample(f"{name}: longer than {max_length} characters")
     if "\x00" in value:  # PostgreSQL text cannot hold NUL: refuse the sample, not the call
         raise InvalidSample(f"{name}: contains a NUL character")
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:  # JSON's "\ud800" decodes to text no database stores
+        raise InvalidSample(f"{name}: is not valid Unicode (a lone surrogate)") from exc
     return value
+
+
+def _check_meta(meta: Any, max_bytes: int) -> dict[str, Any]:
+    if not isinstance(meta, dict):
+        raise InvalidSample("meta: must be a JSON object")
+    try:
+        # As stored: PostgreSQL's json refuses NaN and Infinity, which Python's json writes.
+        encoded = json.dumps(meta, allow_nan=False)
+    except ValueError as exc:
+        raise InvalidSample("meta: holds NaN or an infinite number") from exc
+    except (TypeError, RecursionError) as exc:  # only a Python caller can send these
+        raise InvalidSample("meta: is not plain JSON") from exc
+    if len(encoded) > max_bytes:
+        raise InvalidSample(f"meta: more than {max_bytes} bytes of JSON")
+    if "\\u0000" in encoded:
+        raise InvalidSample("meta: contains a NUL character")
+    return meta
 
 
 def prepare_sample(
@@ -120,12 +189,12 @@ def prepare_sample(
 ) -> PreparedSample:
     """Validate one raw sample and convert its image's channels; raises :class:`InvalidSample`.
 
-    Resizing waits for the call's other samples (:func:`service.ingest.images.resize_all`)."""
+    Resizing waits for the call's other samples (:func:`service.ingest.images.resize_each`)."""
     if not isinstance(raw, dict):
         raise InvalidSample(f"sample: must be an object, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - SAMPLE_FIELDS)
+    unknown = sorted(str(key) for key in set(raw) - SAMPLE_FIELDS)
     if unknown:
-        raise InvalidSample(f"sample: unknown field {unknown[0]!r}")
+        raise InvalidSample(f"sample: unknown field {quoted(unknown[0])}")
     for required in ("image", "label", "group"):
         if required not in raw:
             raise InvalidSample(f"{required}: missing")
@@ -135,13 +204,7 @@ def prepare_sample(
     group = _check_text("group", raw["group"], s.max_group_length)
     meta = raw.get("meta")
     if meta is not None:
-        if not isinstance(meta, dict):
-            raise InvalidSample("meta: must be a JSON object")
-        encoded = json.dumps(meta)
-        if len(encoded) > s.max_meta_bytes:
-            raise InvalidSample(f"meta: more than {s.max_meta_bytes} bytes of JSON")
-        if "\\u0000" in encoded:
-            raise InvalidSample("meta: contains a NUL character")
+        meta = _check_meta(meta, s.max_meta_bytes)
     digest = hashlib.sha256(data).hexdigest()
     sample_id = raw.get("id")
     if sample_id is None:
@@ -161,20 +224,26 @@ def prepare_sample(
     )
 
 
-def get_or_create_stream(store: Store, name: str, settings: Settings) -> Stream:
-    """The stream called ``name``, created with the default settings where allowed."""
+def get_or_create_stream(store: Store, name: str, settings: Settings) -> StreamLookup:
+    """The stream called ``name``, created with the default settings where allowed; the
+    answer says whether this call created it (not when a concurrent worker did first)."""
     if not valid_stream_name(name):
         raise InvalidRequest(f"stream: must be {STREAM_NAME_RULE}, got {name!r:.140}")
     cached = store.streams.get(name)
     if cached is not None:
-        return cached
+        return StreamLookup(cached, created=False)
     with store.session() as session:
         stream = session.scalar(select(Stream).where(Stream.name == name))
-        if stream is not None:
-            store.streams[name] = stream
-            return stream
-    if not settings.auto_create_streams:
+    if stream is None and not settings.auto_create_streams:
         raise StreamNotFound(f"unknown stream {name!r} (auto_create_streams is off)")
+    created = False
+    if stream is None:
+        stream, created = _create_stream(store, name, settings)
+    store.streams[name] = stream
+    return StreamLookup(stream, created)
+
+
+def _create_stream(store: Store, name: str, settings: Settings) -> tuple[Stream, bool]:
     try:
         with store.session() as session:
             stream = Stream(
@@ -186,20 +255,22 @@ def get_or_create_stream(store: Store, name: str, settings: Settings) -> Stream:
                 sample_count=0,
             )
             session.add(stream)
-        log.info("stream created", extra={"stream": name})
-        return stream
     except IntegrityError:  # another worker created it first
         with store.session() as session:
-            return store.stream(session, name)
+            return store.stream(session, name), False
+    log.info("stream created: %s", stream_settings(stream), extra={"stream": name})
+    return stream, True
 
 
 def commit_samples(
-    store: Store, stream_id: int, prepared: list[PreparedSample], settings: Settings
+    store: Store, stream: Stream, prepared: list[PreparedSample], settings: Settings
 ) -> IngestResult:
-    """Insert new samples in one transaction, assigning windows in arrival order."""
+    """Insert new samples in one transaction, assigning windows in arrival order; raises
+    :class:`StreamGone` when ``stream`` (a cached row) was deleted or recreated since."""
     result = IngestResult()
+    stream_id = stream.id
     with store.session() as session:
-        last_seq = lock_stream(session, stream_id)
+        last_seq = lock_kept_stream(session, stream)
         ids = [p.sample_id for p in prepared]
         existing = set(
             session.scalars(
@@ -251,36 +322,83 @@ def commit_samples(
     return result
 
 
+def _prepare_or_reject(
+    raw: Any, index: int, stream: Stream, settings: Settings
+) -> PreparedSample | str:
+    """The prepared sample, or the reason to reject it: whatever goes wrong with one sample
+    rejects that sample only; an error nobody foresaw is logged for operators."""
+    try:
+        return prepare_sample(raw, index, stream.name, stream.classes, stream.channels, settings)
+    except InvalidSample as exc:
+        return str(exc)
+    except Exception:
+        log.warning(
+            "ingest: sample %d could not be read",
+            index,
+            exc_info=True,
+            extra={"stream": stream.name},
+        )
+        return "sample: cannot be read"
+
+
+def _resize(
+    prepared: list[PreparedSample], size: int, rejected: list[dict[str, Any]]
+) -> list[PreparedSample]:
+    """The samples whose images could be resized, their pixels set; the others rejected."""
+    kept = []
+    for sample, pixels in zip(
+        prepared, resize_each([p.image for p in prepared], size), strict=True
+    ):
+        if pixels is None:
+            rejected.append({"index": sample.index, "reason": "image: cannot be resized"})
+            continue
+        sample.pixels = pixels.numpy().tobytes()
+        kept.append(sample)
+    rejected.sort(key=lambda r: r["index"])
+    return kept
+
+
+def _ingest_once(store: Store, settings: Settings, name: str, samples: list[Any]) -> IngestResult:
+    lookup = get_or_create_stream(store, name, settings)
+    record = lookup.stream
+    prepared: list[PreparedSample] = []
+    rejected: list[dict[str, Any]] = []
+    for index, raw in enumerate(samples):
+        outcome = _prepare_or_reject(raw, index, record, settings)
+        if isinstance(outcome, str):
+            rejected.append({"index": index, "reason": outcome})
+        else:
+            prepared.append(outcome)
+    prepared = _resize(prepared, record.size, rejected)
+    result = commit_samples(store, record, prepared, settings)
+    result.rejected = rejected
+    result.created = stream_settings(record) if lookup.created else None
+    record_rejections(store, name, record.id, rejected)
+    if rejected:
+        log.warning(
+            "ingest rejected samples",
+            extra={"stream": name, "rejected": len(rejected), "accepted": len(result.accepted)},
+        )
+    return result
+
+
 def ingest(store: Store, settings: Settings, stream: Any, samples: Any) -> IngestResult:
-    """Validate, persist and window one call of samples (the ``learnstream.ingest`` contract)."""
+    """Validate, persist and window one call of samples (the ``learnstream.ingest`` contract).
+
+    A stream this process cached that was deleted (or recreated) since is read again, and
+    the call is made once more against the stream that lives now."""
     if not isinstance(samples, list):
         raise InvalidRequest(f"samples: must be a list, got {type(samples).__name__}")
     if len(samples) > settings.max_samples_per_call:
         raise InvalidRequest(
             f"samples: {len(samples)} exceed the limit of {settings.max_samples_per_call} per call"
         )
-    record = get_or_create_stream(store, stream, settings)
-    prepared: list[PreparedSample] = []
-    rejected: list[dict[str, Any]] = []
-    for index, raw in enumerate(samples):
-        try:
-            prepared.append(
-                prepare_sample(raw, index, stream, record.classes, record.channels, settings)
-            )
-        except InvalidSample as exc:
-            rejected.append({"index": index, "reason": str(exc)})
-    resized = resize_all([p.image for p in prepared], record.size)
-    for sample, pixels in zip(prepared, resized, strict=True):
-        sample.pixels = pixels.numpy().tobytes()
-    result = commit_samples(store, record.id, prepared, settings)
-    result.rejected = rejected
-    record_rejections(store, stream, record.id, rejected)
-    if rejected:
-        log.warning(
-            "ingest rejected samples",
-            extra={"stream": stream, "rejected": len(rejected), "accepted": len(result.accepted)},
-        )
-    return result
+    try:
+        return _ingest_once(store, settings, stream, samples)
+    except StreamGone:
+        log.info("stream changed since it was cached; reading it again", extra={"stream": stream})
+        store.streams.pop(stream, None)
+        return _ingest_once(store, settings, stream, samples)
 
 
 def ingest_call(

@@ -30,6 +30,7 @@ from service.context import Service
 from service.pipeline.inputs import Champion, WindowInputs
 from service.pipeline.prequential import Prequential
 from service.pipeline.reference import Reference
+from service.store.schema import Stream
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,8 @@ def untrained_encoder(enc_dim: int, seed: int, in_channels: int) -> UntrainedEnc
 
 
 class OnlineDetectors:
-    """One online drift detector per stream, kept while its key (champion, settings) holds.
+    """One online drift detector per stream, kept while its key (stream row, champion,
+    settings: :func:`online_detector_key`) holds.
 
     Online detectors carry their run (time since the last alarm) from window to window,
     so the learner keeps one per stream in memory, built when the key changes (a new
@@ -122,6 +124,22 @@ def online_detectors(service: Service) -> OnlineDetectors:
         if detectors is None:
             detectors = _online[service] = OnlineDetectors()
         return detectors
+
+
+def online_detector_key(settings: Settings, stream: Stream, champion: int) -> tuple[object, ...]:
+    """What an online detector is built for: the stream row (a stream deleted and recreated
+    under its name, whose champion is again version 1, starts a new run), its champion and
+    the settings of the test."""
+    return (
+        stream.id,
+        stream.created_at,
+        champion,
+        settings.drift_feature_space,
+        settings.drift_detector,
+        settings.drift_online_ert,
+        settings.drift_online_window,
+        settings.drift_online_bootstraps,
+    )
 
 
 def _online_method(settings: Settings) -> OnlineDetectorName:
@@ -178,14 +196,7 @@ def run_covariate_test(
     """The covariate test of the window against the champion's held-out reference."""
     s = service.settings
     if s.drift_mode == "online":
-        key = (
-            champion.version,
-            s.drift_feature_space,
-            s.drift_detector,
-            s.drift_online_ert,
-            s.drift_online_window,
-            s.drift_online_bootstraps,
-        )
+        key = online_detector_key(s, inputs.stream, champion.version)
 
         def build() -> OnlineCovariateDetector:
             log.info(

@@ -5,7 +5,12 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from service.errors import StreamNotFound
 from service.store.schema import Champion, Stream
+
+
+class StreamGone(StreamNotFound):
+    """A stream row that a process kept was deleted, or deleted and recreated, since."""
 
 
 def lock_stream(session: Session, stream_id: int) -> int:
@@ -13,7 +18,7 @@ def lock_stream(session: Session, stream_id: int) -> int:
 
     The UPDATE takes the row lock on PostgreSQL and the write lock on SQLite before anything
     else, which serialises window assignment and window claims within a stream. Returns the
-    stream's sample count as read under the lock.
+    stream's sample count as read under the lock (0 when the row is gone).
     """
     count = session.scalar(
         update(Stream)
@@ -22,6 +27,24 @@ def lock_stream(session: Session, stream_id: int) -> int:
         .returning(Stream.sample_count)
     )
     return int(count or 0)
+
+
+def lock_kept_stream(session: Session, stream: Stream) -> int:
+    """:func:`lock_stream` for a stream row kept from an earlier session (a cache).
+
+    Raises :class:`StreamGone` when the row is gone or is no longer that stream: SQLite
+    hands a deleted stream's id to the next stream created, with other classes perhaps.
+    """
+    row = session.execute(
+        update(Stream)
+        .where(Stream.id == stream.id)
+        .values(lock_ticks=Stream.lock_ticks + 1)
+        .returning(Stream.sample_count, Stream.name, Stream.classes, Stream.channels, Stream.size)
+    ).one_or_none()
+    kept = (stream.name, stream.classes, stream.channels, stream.size)
+    if row is None or tuple(row[1:]) != kept:
+        raise StreamGone(f"stream {stream.name!r} was deleted or recreated since it was read")
+    return int(row.sample_count or 0)
 
 
 def champion_version(session: Session, stream_id: int) -> int | None:

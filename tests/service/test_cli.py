@@ -114,7 +114,7 @@ def test_models_list_the_same_windows_as_the_api(sqlite_service) -> None:
     assert window_id != 1
     arch = {"n_classes": 10, "in_channels": 1, "input_size": 28}
     sqlite_service.registry.create_version(
-        get_or_create_stream(sqlite_service.store, "s1", sqlite_service.settings),
+        get_or_create_stream(sqlite_service.store, "s1", sqlite_service.settings).stream,
         build_model(seed=0, **arch),
         StrategyState("naive", 1, {}, {"experiences_seen": 1, "buffer_ids": []}),
         parent=None,

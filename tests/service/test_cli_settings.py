@@ -134,7 +134,7 @@ def test_submit_with_no_worker_gives_up_after_the_timeout(env, tmp_path) -> None
 
 
 def _champion(service: Service, strategy: str, params: dict) -> Stream:
-    stream = get_or_create_stream(service.store, "pets", service.settings)
+    stream = get_or_create_stream(service.store, "pets", service.settings).stream
     state = StrategyState(strategy, 1, {}, {"experiences_seen": 1, "buffer_ids": []})
     version = service.registry.create_version(
         stream,

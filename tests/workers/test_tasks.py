@@ -55,15 +55,22 @@ def test_mixed_batch_through_the_queue(queue_service) -> None:
     result = _send(producer, "learnstream.ingest", "ingest", stream="q", samples=batch).get(
         timeout=60
     )
+    digits = list("0123456789")
     assert result == {
         "accepted": [s["id"] for s in good],
         "duplicates": [],
         "rejected": [{"index": 1, "reason": "image: not valid base64"}],
+        "created": {"stream": "q", "classes": digits, "channels": 1, "size": 28},
     }
     again = _send(producer, "learnstream.ingest", "ingest", stream="q", samples=good).get(
         timeout=60
     )
-    assert again["duplicates"] == [s["id"] for s in good] and again["accepted"] == []
+    assert again == {
+        "accepted": [],
+        "duplicates": [s["id"] for s in good],
+        "rejected": [],
+        "created": None,
+    }
     assert status(service)["streams"]["q"]["samples"] == 3
 
 

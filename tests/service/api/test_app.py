@@ -68,7 +68,7 @@ def client(service: Service, closed_calls: list) -> Iterator[TestClient]:
 
 
 def write_version(service: Service, stream_name: str, seed: int, parent: int | None = None) -> int:
-    stream = get_or_create_stream(service.store, stream_name, service.settings)
+    stream = get_or_create_stream(service.store, stream_name, service.settings).stream
     state = StrategyState("naive", 1, {}, {"experiences_seen": 1, "buffer_ids": []})
     return service.registry.create_version(
         stream,
@@ -127,11 +127,17 @@ def test_samples_accepts_the_good_and_rejects_the_bad_at_their_index(
             {"index": 3, "reason": "group: missing"},
             {"index": 4, "reason": "sample: must be an object, got str"},
         ],
+        "created": {"stream": "s", "classes": list("0123456789"), "channels": 1, "size": 28},
     }
     assert calls == [("s", body["samples"])]  # the very function the ingest task calls
 
     again = client.post("/v1/samples", json={"stream": "s", "samples": good[:2]})
-    assert again.json() == {"accepted": [], "duplicates": ["x-0", "x-1"], "rejected": []}
+    assert again.json() == {
+        "accepted": [],
+        "duplicates": ["x-0", "x-1"],
+        "rejected": [],
+        "created": None,
+    }
     streams = client.get("/v1/status").json()["streams"]
     assert streams["s"]["samples"] == 3 and streams["s"]["rejected"] == 4
 
@@ -610,7 +616,7 @@ def test_models_list_windows_by_their_numbers_not_their_ids(
             )
         )
     assert ids[:2] != [1, 2]  # stream first's windows came first
-    stream = get_or_create_stream(service.store, "s", service.settings)
+    stream = get_or_create_stream(service.store, "s", service.settings).stream
     state = StrategyState("naive", 1, {}, {"experiences_seen": 1, "buffer_ids": []})
     model = build_model(seed=0, **ARCH)
     service.registry.create_version(

@@ -51,7 +51,7 @@ def seeded_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service
     )
     ingest(service.store, service.settings, "default", good_samples(3))
     ingest(service.store, service.settings, "default", [{"image": "%", "label": 1, "group": "A"}])
-    stream = get_or_create_stream(service.store, "default", service.settings)
+    stream = get_or_create_stream(service.store, "default", service.settings).stream
     version = write_version(service, "default", seed=1)
     service.registry.promote(stream.id, version, by="test", reason="seed")
     set_service(service)

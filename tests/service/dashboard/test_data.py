@@ -201,7 +201,7 @@ def test_versions_list_their_windows_by_number(stored: Service) -> None:
     with stored.store.session() as session:
         ids = list(session.scalars(select(Window.id).join(Stream).where(Stream.name == "t")))
     assert ids != [1]  # stream s's windows came first: ids are not numbers
-    stream = get_or_create_stream(stored.store, "t", stored.settings)
+    stream = get_or_create_stream(stored.store, "t", stored.settings).stream
     state = StrategyState("naive", 1, {}, {"experiences_seen": 1, "buffer_ids": []})
     arch = {"n_classes": 10, "in_channels": 1, "input_size": 28}
     stored.registry.create_version(

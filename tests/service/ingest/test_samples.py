@@ -1,7 +1,9 @@
 import base64
+import struct
 
 import numpy as np
 import pytest
+import torch
 from helpers import digit_samples, npy_base64
 from sqlalchemy import func, select
 
@@ -197,3 +199,253 @@ def test_nul_characters_reject_the_sample_not_the_call(service) -> None:
         {"index": 0, "reason": "group: contains a NUL character"},
         {"index": 1, "reason": "meta: contains a NUL character"},
     ]
+
+
+def _png_base64(height: int, width: int, value: int = 100) -> str:
+    from service.ingest.images import encode_png
+
+    return base64.b64encode(
+        encode_png(torch.full((1, height, width), value, dtype=torch.uint8))
+    ).decode()
+
+
+def test_an_unforeseen_error_rejects_its_sample_only(service, monkeypatch, caplog) -> None:
+    import service.ingest.samples as samples
+
+    real = samples.resolve_label
+
+    def fragile(label, classes):  # type: ignore[no-untyped-def]
+        if label == 3:
+            raise RuntimeError("boom at /opt/site-packages/torchvision/csrc/decode.cpp:79")
+        return real(label, classes)
+
+    monkeypatch.setattr(samples, "resolve_label", fragile)
+    good = digit_samples(2)
+    odd = {**good[0], "id": "odd", "label": 3}
+    with caplog.at_level("WARNING"):
+        result = ingest(service.store, service.settings, "s1", [good[0], odd, good[1]])
+    assert result.accepted == [s["id"] for s in good]
+    assert result.rejected == [{"index": 1, "reason": "sample: cannot be read"}]
+    (record,) = [
+        r for r in caplog.records if r.getMessage() == "ingest: sample 1 could not be read"
+    ]
+    assert record.levelname == "WARNING" and record.exc_info[0] is RuntimeError
+
+
+@pytest.mark.parametrize("error", [MemoryError, OverflowError, struct.error, RuntimeError])
+def test_an_image_no_decoder_foresaw_rejects_its_sample_only(service, monkeypatch, error) -> None:
+    import service.ingest.images as images
+
+    good = digit_samples(2)
+    odd_bytes = base64.b64decode(digit_samples(1, seed=9)[0]["image"])
+    real = images._png_size
+
+    def fragile(data: bytes) -> tuple[int, int]:
+        if data == odd_bytes:
+            raise error("at /usr/lib/python3.11/site-packages/PIL/PngImagePlugin.py")
+        return real(data)
+
+    monkeypatch.setattr(images, "_png_size", fragile)
+    odd = {"id": "odd", "image": base64.b64encode(odd_bytes).decode(), "label": 1, "group": "A"}
+    result = ingest(service.store, service.settings, "s1", [good[0], odd, good[1]])
+    assert result.accepted == [s["id"] for s in good]
+    assert result.rejected == [{"index": 1, "reason": "image: cannot be read"}]
+
+
+def test_an_image_that_cannot_be_resized_rejects_its_sample_only(service, monkeypatch) -> None:
+    from torchvision.transforms import v2
+
+    real = v2.functional.resize
+
+    def fragile(images, size, **kwargs):  # type: ignore[no-untyped-def]
+        if images.shape[-1] == 13:
+            raise RuntimeError("/opt/torch/csrc/UpSample.cpp: cannot")
+        return real(images, size, **kwargs)
+
+    monkeypatch.setattr(v2.functional, "resize", fragile)
+    good = [
+        {"id": "g1", "image": _png_base64(20, 20), "label": 1, "group": "A"},
+        {"id": "g2", "image": _png_base64(30, 30), "label": 2, "group": "B"},
+    ]
+    odd = {"id": "odd", "image": _png_base64(20, 13), "label": 1, "group": "A"}
+    result = ingest(service.store, service.settings, "s1", [good[0], odd, good[1]])
+    assert result.accepted == ["g1", "g2"]
+    assert result.rejected == [{"index": 1, "reason": "image: cannot be resized"}]
+    with service.store.session() as session:
+        pixels = session.scalars(select(Sample.pixels).order_by(Sample.seq)).all()
+    assert [len(p) for p in pixels] == [28 * 28, 28 * 28]
+
+
+def test_a_truncated_png_is_rejected_without_library_internals(service) -> None:
+    good = digit_samples(2)
+    data = base64.b64decode(good[0]["image"])
+    cut = {**good[0], "id": "cut", "image": base64.b64encode(data[:60]).decode()}
+    result = ingest(service.store, service.settings, "s1", [good[0], cut, good[1]])
+    assert result.accepted == [s["id"] for s in good]
+    assert result.rejected == [
+        {"index": 1, "reason": "image: PNG data cannot be decoded (truncated)"}
+    ]
+
+
+def test_text_and_meta_no_store_can_hold_reject_the_sample_not_the_call(service) -> None:
+    good = digit_samples(2)
+    odd = [
+        {**good[0], "id": "nan", "meta": {"score": float("nan")}},
+        {**good[0], "id": "inf", "meta": {"score": [float("inf")]}},
+        {**good[0], "id": "surrogate", "group": "A\ud800"},
+        {**good[0], "id": "id\udfff"},
+        {**good[0], "id": "long", "colour" * 1000: 1},
+    ]
+    result = ingest(service.store, service.settings, "s1", [good[0], *odd, good[1]])
+    assert result.accepted == [s["id"] for s in good]
+    assert result.rejected == [
+        {"index": 1, "reason": "meta: holds NaN or an infinite number"},
+        {"index": 2, "reason": "meta: holds NaN or an infinite number"},
+        {"index": 3, "reason": "group: is not valid Unicode (a lone surrogate)"},
+        {"index": 4, "reason": "id: is not valid Unicode (a lone surrogate)"},
+        {
+            "index": 5,
+            "reason": "sample: unknown field " + repr("colour" * 10)[:57] + "...",
+        },
+    ]
+
+
+NAMES = ["cat", "dog", "bird"]
+
+
+def test_integer_labels_are_refused_where_the_classes_are_names(service) -> None:
+    settings = service.settings.model_copy(update={"default_classes": NAMES})
+    good = digit_samples(2)
+    samples = [good[0] | {"label": "dog"}, good[1] | {"label": 2}, good[1] | {"label": "bird"}]
+    result = ingest(service.store, settings, "pets", samples)
+    assert result.accepted == [good[0]["id"], good[1]["id"]]
+    assert result.rejected == [
+        {
+            "index": 1,
+            "reason": "label: 2 is an integer, but the stream's classes are names "
+            "['cat', 'dog', 'bird']: send the class name",
+        }
+    ]
+    with service.store.session() as session:
+        assert session.scalars(select(Sample.label).order_by(Sample.seq)).all() == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("classes", "takes_ints"),
+    [(["0", "1", "2"], True), (["1", "2", "3"], False), (["0", "2", "1"], False)],
+)
+def test_integer_labels_are_indices_only_where_the_names_are_those_integers(
+    classes: list[str], takes_ints: bool
+) -> None:
+    from service.errors import InvalidSample
+    from service.ingest.samples import resolve_label
+
+    if takes_ints:
+        assert resolve_label(2, classes) == 2
+        with pytest.raises(InvalidSample, match="label: 3 is outside the stream's 3 classes"):
+            resolve_label(3, classes)
+    else:
+        with pytest.raises(
+            InvalidSample, match="is an integer, but the stream's classes are names"
+        ):
+            resolve_label(1, classes)
+    assert resolve_label("2", classes) == classes.index("2")
+
+
+def test_the_answer_says_which_call_created_the_stream(service, caplog) -> None:
+    settings = service.settings.model_copy(update={"default_classes": NAMES})
+    with caplog.at_level("INFO", logger="service.ingest.samples"):
+        first = ingest(service.store, settings, "pets", [digit_samples(1)[0] | {"label": "cat"}])
+    created = {"stream": "pets", "classes": NAMES, "channels": 1, "size": 28}
+    assert first.to_dict()["created"] == created
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("stream created")]
+    assert record.levelname == "INFO" and record.getMessage() == f"stream created: {created}"
+    again = ingest(
+        service.store, settings, "pets", [digit_samples(1, seed=1)[0] | {"label": "dog"}]
+    )
+    assert again.to_dict() == {
+        "accepted": again.accepted,
+        "duplicates": [],
+        "rejected": [],
+        "created": None,
+    }
+    from service.store.engine import Store
+
+    other_process = Store(service.store.url)
+    try:
+        answer = ingest(
+            other_process, settings, "pets", [digit_samples(1, seed=2)[0] | {"label": 0}]
+        )
+        assert answer.created is None and answer.rejected[0]["reason"].startswith("label: 0 is")
+    finally:
+        other_process.dispose()
+
+
+def test_a_stream_a_concurrent_worker_created_first_is_not_created_by_this_call(service) -> None:
+    from service.ingest.samples import _create_stream, get_or_create_stream
+    from service.store.engine import Store
+
+    first_worker = Store(service.store.url)
+    try:
+        assert get_or_create_stream(first_worker, "race", service.settings).created
+        # This worker looked the stream up before the first one created it, then inserts too.
+        stream, created = _create_stream(service.store, "race", service.settings)
+        assert stream.name == "race" and created is False
+    finally:
+        first_worker.dispose()
+
+
+def _sample_count(store, name: str) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    from service.store.schema import Stream
+
+    with store.session() as session:
+        stream = session.scalar(select(Stream).where(Stream.name == name))
+        stored = session.scalars(select(Sample.stream_id).distinct()).all()
+    assert stored == [stream.id]  # every sample lies in the live stream
+    return stream.id, stream.sample_count
+
+
+def test_a_stream_deleted_by_another_process_is_noticed(service) -> None:
+    from service.store.engine import Store
+    from service.store.removal import delete_stream
+
+    store, settings = service.store, service.settings
+    ingest(store, settings, "s", digit_samples(3))
+    ingest(store, settings, "s", digit_samples(3, seed=1))
+    other_process = Store(store.url)
+    try:
+        assert delete_stream(other_process, settings.resolved_model_dir, "s")
+    finally:
+        other_process.dispose()
+    result = ingest(store, settings, "s", digit_samples(4, seed=2))
+    assert len(result.accepted) == 4 and result.created is not None
+    assert _sample_count(store, "s")[1] == 4
+
+
+def test_a_stream_recreated_by_another_process_with_other_classes_is_noticed(service) -> None:
+    from service.ingest.samples import get_or_create_stream
+    from service.store.engine import Store
+    from service.store.removal import delete_stream
+
+    store, settings = service.store, service.settings
+    ingest(store, settings, "s", digit_samples(3))
+    ingest(store, settings, "s", digit_samples(3, seed=1))
+    other_process = Store(store.url)
+    try:
+        assert delete_stream(other_process, settings.resolved_model_dir, "s")
+        named = settings.model_copy(update={"default_classes": NAMES})
+        recreated = get_or_create_stream(other_process, "s", named).stream
+    finally:
+        other_process.dispose()
+    samples = digit_samples(3, seed=2)
+    samples[0]["label"] = "bird"
+    result = ingest(store, settings, "s", samples)
+    assert result.accepted == [samples[0]["id"]] and result.created is None
+    assert [r["reason"] for r in result.rejected] == [
+        f"label: {s['label']} is an integer, but the stream's classes are names "
+        "['cat', 'dog', 'bird']: send the class name"
+        for s in samples[1:]
+    ]
+    assert _sample_count(store, "s") == (recreated.id, 1)
+    with store.session() as session:
+        assert session.scalar(select(Sample.label)) == 2

@@ -47,7 +47,7 @@ def client(service: Service) -> Iterator[TestClient]:
 
 
 def _write(service: Service, stream_name: str, seed: int) -> int:
-    stream = get_or_create_stream(service.store, stream_name, service.settings)
+    stream = get_or_create_stream(service.store, stream_name, service.settings).stream
     state = StrategyState("naive", 1, {}, {"experiences_seen": 1, "buffer_ids": []})
     return service.registry.create_version(
         stream,

@@ -30,7 +30,7 @@ def _write(service: Service, stream: Stream, seed: int, parent: int | None = Non
 
 
 def test_versions_are_written_whole_and_read_back(service) -> None:
-    stream = get_or_create_stream(service.store, "s", service.settings)
+    stream = get_or_create_stream(service.store, "s", service.settings).stream
     version = _write(service, stream, seed=1)
     folder = service.registry.folder("s", version)
     assert sorted(p.name for p in folder.iterdir()) == [
@@ -49,7 +49,7 @@ def test_versions_are_written_whole_and_read_back(service) -> None:
 
 
 def test_a_crash_while_writing_leaves_nothing_visible(service, monkeypatch) -> None:
-    stream = get_or_create_stream(service.store, "s", service.settings)
+    stream = get_or_create_stream(service.store, "s", service.settings).stream
     import service.models.registry as registry
 
     def broken_save(*args: Any, **kwargs: Any) -> NoReturn:
@@ -63,7 +63,7 @@ def test_a_crash_while_writing_leaves_nothing_visible(service, monkeypatch) -> N
 
 
 def test_tampered_files_are_refused(service) -> None:
-    stream = get_or_create_stream(service.store, "s", service.settings)
+    stream = get_or_create_stream(service.store, "s", service.settings).stream
     version = _write(service, stream, seed=1)
     path = service.registry.folder("s", version) / "model.safetensors"
     path.write_bytes(path.read_bytes()[:-8] + b"\0" * 8)
@@ -72,7 +72,7 @@ def test_tampered_files_are_refused(service) -> None:
 
 
 def test_promotion_moves_the_pointer_and_predict_follows_without_restart(service) -> None:
-    stream = get_or_create_stream(service.store, "s", service.settings)
+    stream = get_or_create_stream(service.store, "s", service.settings).stream
     v1, v2 = _write(service, stream, seed=1), _write(service, stream, seed=2, parent=1)
     image = digit_samples(1)[0]["image"]
     with pytest.raises(ModelNotFound, match="has no champion yet"):
@@ -99,7 +99,7 @@ def test_swaps_are_announced_on_redis(tmp_path) -> None:
 
     url = f"{REDIS_URL}/11"
     svc = Service.from_settings(make_settings(tmp_path, redis_url=url))
-    stream = get_or_create_stream(svc.store, "s", svc.settings)
+    stream = get_or_create_stream(svc.store, "s", svc.settings).stream
     version = _write(svc, stream, seed=1)
     subscriber = redis.Redis.from_url(url).pubsub(ignore_subscribe_messages=True)
     subscriber.subscribe(ANNOUNCE_CHANNEL)
@@ -123,7 +123,7 @@ def test_announced_champions_are_preloaded(tmp_path) -> None:
 
     url = f"{REDIS_URL}/11"
     svc = Service.from_settings(make_settings(tmp_path, redis_url=url))
-    stream = get_or_create_stream(svc.store, "s", svc.settings)
+    stream = get_or_create_stream(svc.store, "s", svc.settings).stream
     version = _write(svc, stream, seed=1)
     stop = threading.Event()
     thread = preload_announced_champions(svc, stop)
@@ -139,7 +139,7 @@ def test_announced_champions_are_preloaded(tmp_path) -> None:
 
 
 def test_a_retry_discards_what_a_dead_attempt_left(service) -> None:
-    stream = get_or_create_stream(service.store, "s", service.settings)
+    stream = get_or_create_stream(service.store, "s", service.settings).stream
     model = build_model(seed=1, **ARCH)
     state = StrategyState("naive", 1, {}, {"experiences_seen": 1, "buffer_ids": []})
 
@@ -168,3 +168,39 @@ def test_a_retry_discards_what_a_dead_attempt_left(service) -> None:
     assert write([2]) == 4  # numbers go on from the highest registered version
     assert service.registry.discard_unfinished(stream, 9) == []
     assert sorted(p.name for p in folder.iterdir()) == ["v0001", "v0003", "v0004"]
+
+
+def test_a_loaded_version_of_a_stream_recreated_by_another_process_is_read_again(
+    service, tmp_path
+) -> None:
+    from service.store.removal import delete_stream
+
+    stream = get_or_create_stream(service.store, "s", service.settings).stream
+    assert _write(service, stream, seed=1) == 1
+    before = service.version("s", 1).model.state_dict()
+    other_process = Service(service.settings, type(service.store)(service.store.url))
+    try:
+        assert delete_stream(other_process.store, service.settings.resolved_model_dir, "s")
+        recreated = get_or_create_stream(other_process.store, "s", service.settings).stream
+        assert _write(other_process, recreated, seed=2) == 1
+    finally:
+        other_process.store.dispose()
+    after = service.version("s", 1).model.state_dict()
+    expected = build_model(seed=2, **ARCH).state_dict()
+    assert all(torch.equal(after[name], tensor) for name, tensor in expected.items())
+    assert not all(torch.equal(after[name], before[name]) for name in expected)
+
+
+def test_predict_decodes_as_ingest_does_and_refuses_a_broken_image_in_our_words(service) -> None:
+    import base64
+
+    from service.errors import InvalidSample
+
+    stream = get_or_create_stream(service.store, "s", service.settings).stream
+    service.registry.promote(stream.id, _write(service, stream, seed=1), by="test", reason="r")
+    image = digit_samples(1)[0]["image"]
+    assert len(predict_images(service, "s", [image])["predictions"]) == 1
+    cut = base64.b64encode(base64.b64decode(image)[:60]).decode()
+    with pytest.raises(InvalidSample) as refused:
+        predict_images(service, "s", [image, cut])
+    assert str(refused.value) == "images[1]: image: PNG data cannot be decoded (truncated)"

@@ -76,3 +76,25 @@ def test_gate_settings_default_to_the_service_settings(monkeypatch: pytest.Monke
     for name in ("GATE_TOLERANCE", "MIN_GROUP_SIZE", "MAX_GAP_INCREASE", "GATE_CONFIDENCE"):
         monkeypatch.delenv(f"LEARNSTREAM_{name}", raising=False)
     assert GateSettings() == GateSettings.from_settings(Settings())
+
+
+def test_an_online_detector_is_not_kept_for_a_stream_recreated_under_its_name(tmp_path) -> None:
+    from datetime import UTC, datetime
+
+    from service.pipeline.drift import OnlineDetectors, online_detector_key
+    from service.store.schema import Stream
+
+    settings = Settings(home=tmp_path, drift_mode="online")
+    first = Stream(id=1, name="s", created_at=datetime(2026, 1, 1, tzinfo=UTC))
+    # SQLite gives a deleted stream's id to the next stream created.
+    again = Stream(id=1, name="s", created_at=datetime(2026, 1, 2, tzinfo=UTC))
+    detectors, built = OnlineDetectors(), []
+
+    def build() -> object:
+        built.append(object())
+        return built[-1]
+
+    one = detectors.get("s", online_detector_key(settings, first, 1), build)
+    assert detectors.get("s", online_detector_key(settings, first, 1), build) is one
+    assert detectors.get("s", online_detector_key(settings, again, 1), build) is not one
+    assert len(built) == 2
