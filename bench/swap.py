@@ -141,7 +141,7 @@ def main() -> None:
     service = Service.from_settings(
         Settings(home=home, database_url=database_url, broker_url=broker, result_backend=broker)
     )
-    stream = get_or_create_stream(service.store, STREAM, service.settings)
+    stream = get_or_create_stream(service.store, STREAM, service.settings).stream
     arch = {"n_classes": 10, "in_channels": 1, "input_size": 28}
     versions = []
     for seed in range(args.swaps + 1):
