@@ -441,6 +441,14 @@ def status(json_out: JsonOption = False) -> None:
             f"ingest {b['ingest_rate_per_s']}/s, {b['samples_waiting']} samples waiting, "
             f"{b['windows_queued']} windows queued, learner lag {b['learner_lag_s']} s"
         )
+        a = s["adaptation"]
+        if a:
+            progress = ", ".join(
+                f"{g} {a['final'].get(g, '-')} of {a['baseline'][g]}" for g in a["groups"]
+            )
+            typer.echo(
+                f"  adapting since window {a['opened']} ({a['windows']} windows): {progress}"
+            )
 
 
 alerts_cli = typer.Typer(

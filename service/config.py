@@ -27,7 +27,7 @@ from drift.names import (
 from service.errors import SettingsInvalid
 from service.store.schema import STREAM_NAME_PATTERN
 
-UpdatePolicy = Literal["adaptive", "on_drift", "every_window", "manual"]
+UpdatePolicy = Literal["on_drift", "every_window", "manual", "adaptive"]
 
 ONLINE_NEEDS_METHOD = (
     "drift_mode 'online' needs drift_detector "
@@ -159,9 +159,9 @@ class Settings(BaseSettings):
         default_factory=dict, description="Settings of the strategy, e.g. mem_size."
     )
     update_policy: UpdatePolicy = Field(
-        default="adaptive",
-        description="When a window trains: adaptive (from a drift or a group's fall until every "
-        "affected group is back), on_drift, every_window or manual.",
+        default="on_drift",
+        description="When a window trains: on_drift, adaptive (from a drift or a group's fall "
+        "until no affected group is behind), every_window or manual.",
     )
     train_windows: int = Field(
         default=1,
@@ -188,6 +188,16 @@ class Settings(BaseSettings):
         default=6,
         ge=1,
         description="Windows an adaptation may stay open before fairness.gap names its groups.",
+    )
+    champion_gap_max: float = Field(
+        default=0.10,
+        gt=0.0,
+        lt=1.0,
+        description="Best-to-worst group accuracy gap of the champion whose lower confidence "
+        "bound, champion_gap_windows windows in a row, raises fairness.gap.",
+    )
+    champion_gap_windows: int = Field(
+        default=3, ge=1, description="Windows in a row for the champion's fairness.gap."
     )
     adapt_baseline_windows: int = Field(
         default=3,

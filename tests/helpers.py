@@ -211,7 +211,7 @@ def demo_verdicts(service: Service, stream: str = "demo") -> dict[int, dict[str,
     gate_alerts = {
         a["payload"]["window"]: (a["kind"], "B" in a["payload"]["groups"])
         for a in list_alerts(service)
-        if a["kind"].startswith("fairness.")
+        if a["kind"].startswith("fairness.") and "candidate" in a["payload"]
     }
     return {
         seq: {

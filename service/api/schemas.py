@@ -124,12 +124,27 @@ class Backlog(BaseModel):
     learner_lag_s: float = Field(description="Seconds since the oldest waiting window closed.")
 
 
+class AdaptationOut(BaseModel):
+    """An open adaptation (the adaptive update policy): what it waits for and how far it is."""
+
+    opened: int = Field(description="Window number it opened on.")
+    groups: list[str] = Field(description="Groups it waits for.")
+    baseline: dict[str, float] = Field(description="Each group's accuracy before the change.")
+    final: dict[str, float] = Field(description="Each group's accuracy on the latest window.")
+    windows: int = Field(description="Windows trained since it opened.")
+    reason: str
+    behind_alerted: bool = Field(description="Whether fairness.gap was raised for it.")
+
+
 class StreamStatus(BaseModel):
     samples: int
     rejected: int
     windows: WindowCounts
     champion: int | None
     backlog: Backlog
+    adaptation: AdaptationOut | None = Field(
+        description="The open adaptation, or null when none is open."
+    )
 
 
 class StatusResponse(BaseModel):

@@ -4,10 +4,10 @@ An adaptation opens on drift of any kind, or when a group's prequential accuracy
 its baseline (Fisher's one-sided exact test of the window's counts against the group's
 pooled counts over the windows before, Bonferroni over the groups, and a fall of more than
 the margin). While it is open every window trains a candidate. It closes on the first
-window where every affected group's prequential accuracy is within ``adapt_margin`` of its
-baseline; one that stays behind for ``adapt_patience`` windows raises ``fairness.gap``
-once, naming its groups, and stays open. The state lives in each window's summary, so a
-restarted learner carries on.
+window where no group it waits for is behind by that same test (none is below its baseline
+by more than ``adapt_margin`` beyond chance); one that stays behind for ``adapt_patience``
+windows raises ``fairness.gap`` once, naming its groups, and stays open. The state lives
+in each window's summary, so a restarted learner carries on.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ class Adaptation:
     groups: list[str]
     baseline: dict[str, float]
     reason: str
+    baseline_counts: dict[str, tuple[int, int]] = field(default_factory=dict)
     windows: int = 0  # windows trained while open
     closed: int | None = None
     final: dict[str, float] = field(default_factory=dict)  # accuracy on the latest window
@@ -136,13 +137,18 @@ def step(
     drifted: bool,
     s: AdaptSettings,
 ) -> Step:
-    """The policy on one window: carry an open adaptation on (closing it when every group is
-    back), or open one on drift or a fall below baseline. ``history`` holds the counts of
-    the windows before that were not under an adaptation, newest last."""
+    """The policy on one window: carry an open adaptation on (closing it when no group it
+    waits for is still measurably behind), or open one on drift or a fall below baseline.
+    ``history`` holds the counts of the windows before that were not under an adaptation,
+    newest last."""
     accuracy = _accuracy(now)
     if previous is not None and previous.is_open:
         final = {g: accuracy[g] for g in previous.groups if g in accuracy}
-        back = all(final.get(g, 0.0) >= previous.baseline[g] - s.margin for g in previous.groups)
+        # Back = no longer measurably behind: the very test that opens one, so that a group
+        # close to its baseline is decided far from the test's threshold.
+        counts = {g: (int(k), int(n)) for g, (k, n) in previous.baseline_counts.items()}
+        watched = {g: now[g] for g in previous.groups if g in now}
+        back = not fallen_groups(counts, watched, s)
         if back:
             return Step(replace(previous, closed=window, final=final))
         carried = replace(previous, windows=previous.windows + 1, final=final)
@@ -164,6 +170,7 @@ def step(
             opened=window,
             groups=groups,
             baseline=base,
+            baseline_counts={g: baseline[g] for g in groups},
             reason="; ".join(reasons),
             windows=1,
             final={g: accuracy[g] for g in groups if g in accuracy},
@@ -176,8 +183,8 @@ HISTORY_SCAN = 200  # processed windows read back at most to find a baseline
 
 def adaptation_history(
     store: Store, stream: Stream, seq: int, baseline_windows: int
-) -> tuple[Adaptation | None, list[Counts]]:
-    """The adaptation after the window before ``seq``, and the counts of the newest
+) -> tuple[dict[str, Any], list[Counts]]:
+    """The summary of the window before ``seq`` (``{}`` if none), and the counts of the newest
     ``baseline_windows`` windows before it that neither drifted nor were under an open
     adaptation (the windows before a change), oldest first."""
     with store.session() as session:
@@ -187,7 +194,7 @@ def adaptation_history(
             .order_by(Window.seq.desc())
             .limit(HISTORY_SCAN)
         ).all()
-    previous = Adaptation.from_dict((summaries[0] or {}).get("adaptation")) if summaries else None
+    previous = (summaries[0] or {}) if summaries else {}
     history: list[Counts] = []
     for summary in summaries:
         summary = summary or {}

@@ -31,6 +31,7 @@ from service.pipeline.claims import (
 from service.pipeline.decision import Decision, decide, update_failed
 from service.pipeline.drift import DriftFindings, run_drift_tests
 from service.pipeline.gate import judge
+from service.pipeline.group_gap import GapCheck, check_gap, record_gap
 from service.pipeline.holdout import gate_holdout
 from service.pipeline.inputs import Champion, WindowInputs, load_inputs, model_outputs
 from service.pipeline.prequential import Prequential, score_window
@@ -64,6 +65,7 @@ class WindowOutcome:
     drifted_groups: dict[str, list[str]] = field(default_factory=dict)
     prequential_counts: dict[str, tuple[int, int]] = field(default_factory=dict)
     adaptation: dict[str, Any] | None = None
+    group_gap: dict[str, Any] | None = None
     updated: bool = False
     candidate: int | None = None
     gate_passed: bool | None = None
@@ -112,7 +114,11 @@ def process_window(service: Service, stream_name: str, window_id: int) -> Window
         with clock.stage("drift"):
             findings = _drift(service, inputs, champion, scored)
         counts = window_counts(scored.correct, inputs.batch.groups)
-        policy = _adapt(service, inputs, counts, findings)
+        before, history = adaptation_history(
+            service.store, inputs.stream, inputs.window.seq, service.settings.adapt_baseline_windows
+        )
+        policy = _adapt(service, inputs, counts, findings, before, history)
+        gap = _group_gap(service, inputs, counts, before)
         decision = None
         if should_update(service.settings, findings.drifted, policy):
             decision = _update(service, inputs, champion, clock)
@@ -125,6 +131,7 @@ def process_window(service: Service, stream_name: str, window_id: int) -> Window
             decision=decision,
             counts=counts,
             adaptation=policy.adaptation,
+            gap=gap,
         )
     finish_window(
         service,
@@ -165,13 +172,46 @@ def _drift(
     return findings
 
 
-def _adapt(service: Service, inputs: WindowInputs, counts: Counts, findings: DriftFindings) -> Step:
+def _group_gap(
+    service: Service, inputs: WindowInputs, counts: Counts, before: dict[str, Any]
+) -> GapCheck:
+    """The champion's group gap on this window, and its ``fairness.gap`` incident."""
+    s = service.settings
+    check = check_gap(
+        counts,
+        int((before.get("group_gap") or {}).get("run", 0)),
+        limit=s.champion_gap_max,
+        confidence=s.gate_confidence,
+        min_n=s.min_group_size,
+    )
+    with service.store.session() as session:
+        record_gap(
+            session,
+            stream_id=inputs.stream.id,
+            stream=inputs.stream.name,
+            champion=inputs.champion_version or 0,
+            window=inputs.window.seq,
+            check=check,
+            windows_needed=s.champion_gap_windows,
+            limit=s.champion_gap_max,
+        )
+    return check
+
+
+def _adapt(
+    service: Service,
+    inputs: WindowInputs,
+    counts: Counts,
+    findings: DriftFindings,
+    before: dict[str, Any],
+    history: list[Counts],
+) -> Step:
     """The adaptive policy's step on this window, from the summaries of the windows before;
     ``fairness.gap`` once when an adaptation has stayed behind for its patience."""
     s = service.settings
-    previous, history = adaptation_history(
-        service.store, inputs.stream, inputs.window.seq, s.adapt_baseline_windows
-    )
+    if s.update_policy != "adaptive":
+        return Step(None)
+    previous = Adaptation.from_dict(before.get("adaptation"))
     if not history:  # the first windows after version 1: its training era is the baseline
         history = [_era_counts(service, inputs)]
     drifted_groups = {g for groups in findings.drifted_groups.values() for g in groups}
@@ -250,6 +290,7 @@ def _outcome(
     decision: Decision | None = None,
     counts: Counts | None = None,
     adaptation: Adaptation | None = None,
+    gap: GapCheck | None = None,
 ) -> WindowOutcome:
     """The window's outcome from the stages' results."""
     if cold is not None:
@@ -266,6 +307,7 @@ def _outcome(
         drifted_groups=findings.drifted_groups if findings else {},
         prequential_counts=counts or {},
         adaptation=adaptation.to_dict() if adaptation else None,
+        group_gap=gap.to_dict() if gap else None,
         updated=decision is not None,
         candidate=d.candidate,
         gate_passed=d.gate_passed,

@@ -69,7 +69,8 @@ def _backlog(session: Session, stream_id: int) -> dict[str, float | int]:
 
 
 def status(service: Service) -> dict[str, Any]:
-    """Per stream: samples, rejections, windows by state, the champion and the backlog."""
+    """Per stream: samples, rejections, windows by state, the champion, the backlog and the
+    open adaptation."""
     streams: dict[str, Any] = {}
     with service.store.session() as session:
         for stream in session.scalars(select(Stream).order_by(Stream.name)):
@@ -96,8 +97,23 @@ def status(service: Service) -> dict[str, Any]:
                 },
                 "champion": champion_version(session, stream.id),
                 "backlog": _backlog(session, stream.id),
+                "adaptation": _open_adaptation(session, stream.id),
             }
     return {"streams": streams}
+
+
+def _open_adaptation(session: Session, stream_id: int) -> dict[str, Any] | None:
+    """The adaptation open after the latest processed window, or ``None``."""
+    summary = session.scalar(
+        select(Window.summary)
+        .where(Window.stream_id == stream_id, Window.state == "processed")
+        .order_by(Window.seq.desc())
+        .limit(1)
+    )
+    adaptation = (summary or {}).get("adaptation")
+    if not adaptation or adaptation.get("closed") is not None:
+        return None
+    return {k: v for k, v in adaptation.items() if k != "closed"}
 
 
 def list_alerts(

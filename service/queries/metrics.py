@@ -22,6 +22,8 @@ Families (labels in braces):
 - ``learnstream_champion_version{stream}``, ``learnstream_champion_accuracy{stream}`` and
   ``learnstream_champion_group_accuracy{stream,group}``: the champion's prequential accuracy
   on the latest window it served;
+- ``learnstream_adaptation_open{stream}`` and ``learnstream_adaptation_group_gap{stream,
+  group}`` (baseline minus latest accuracy of each group an open adaptation waits for);
 - ``learnstream_gate_decisions_total{stream,decision}`` (``promoted`` or ``rejected``;
   version 1's bootstrap check included);
 - summaries ``learnstream_update_duration_seconds{stream}``,
@@ -285,6 +287,7 @@ def _champions(session: Session, streams: dict[int, str], names: list[str]) -> I
         for group, value in sorted(by_group.items()):
             group_accuracy.add_metric([streams[stream_id], group], value)
     yield from (accuracy, group_accuracy)
+    yield from _adaptations(session, streams)
 
     decisions = {(name, d): 0 for name in names for d in ("promoted", "rejected")}
     passed = Window.summary["gate_passed"].as_boolean()
@@ -303,6 +306,28 @@ def _champions(session: Session, streams: dict[int, str], names: list[str]) -> I
     for labels, n in sorted(decisions.items()):
         gate.add_metric(list(labels), n)
     yield gate
+
+
+def _adaptations(session: Session, streams: dict[int, str]) -> Iterator[Metric]:
+    opened = GaugeMetricFamily(
+        "learnstream_adaptation_open",
+        "1 while an adaptation (the adaptive update policy) is open, per stream.",
+        labels=["stream"],
+    )
+    gap = GaugeMetricFamily(
+        "learnstream_adaptation_group_gap",
+        "An open adaptation's group: its baseline accuracy minus its latest, per group.",
+        labels=["stream", "group"],
+    )
+    for stream_id, summary in sorted(_latest_summaries(session, champion_only=False)):
+        adaptation = summary.get("adaptation") or {}
+        is_open = bool(adaptation) and adaptation.get("closed") is None
+        opened.add_metric([streams[stream_id]], 1.0 if is_open else 0.0)
+        for group in adaptation.get("groups", []) if is_open else []:
+            latest = adaptation.get("final", {}).get(group)
+            if latest is not None:
+                gap.add_metric([streams[stream_id], group], adaptation["baseline"][group] - latest)
+    yield from (opened, gap)
 
 
 def _durations(session: Session, streams: dict[int, str]) -> Iterator[Metric]:

@@ -23,6 +23,7 @@ def test_status_alerts_models_json(sqlite_service, monkeypatch) -> None:
                 "rejected": 1,
                 "windows": {"open": 1, "closed": 1, "processed": 0},
                 "champion": None,
+                "adaptation": None,
             }
         }
     }

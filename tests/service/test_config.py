@@ -74,7 +74,8 @@ def test_each_bad_variable_is_one_line_with_its_form(monkeypatch) -> None:
         "LEARNSTREAM_INPUT_SIZE='big': must be a valid integer, unable to parse string as an "
         "integer",
         "LEARNSTREAM_WINDOW_SIZE='2': must be greater than or equal to 8",
-        "LEARNSTREAM_UPDATE_POLICY='always': must be 'on_drift', 'every_window' or 'manual'",
+        "LEARNSTREAM_UPDATE_POLICY='always': must be 'on_drift', 'every_window', 'manual' or "
+        "'adaptive'",
     ]
 
 

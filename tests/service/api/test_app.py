@@ -217,6 +217,7 @@ def test_status_shape(client: TestClient, service: Service) -> None:
                 "rejected": 0,
                 "windows": {"open": 1, "closed": 0, "processed": 0},
                 "champion": None,
+                "adaptation": None,
             }
         }
     }

@@ -49,6 +49,7 @@ def test_learnstream_run(tmp_path) -> None:
         "champion",
         "accuracy_by_group",
         "alerts",
+        "adaptations",
         "seconds",
     }
     assert summary["windows"] == 12
@@ -66,6 +67,7 @@ def test_learnstream_run(tmp_path) -> None:
     assert set(summary["accuracy_by_group"]) == {"A", "B"}
     assert all(a > 0.6 for a in summary["accuracy_by_group"].values())
     assert any(line.startswith("window  12") for line in lines)
+    assert summary["adaptations"] == []  # the default policy is on_drift
 
     status = subprocess.run(
         [sys.executable, "-m", "service.cli", "status", "--json"],

@@ -59,7 +59,11 @@ def test_demo_schedule_is_detected_and_the_gate_rejects_the_corrupted_update(dem
     corrupted = by_window[PLAN.corrupted_window]
     assert corrupted.updated and corrupted.rejected is not None and corrupted.gate_passed is False
     assert corrupted.champion_after == corrupted.champion_before  # the champion keeps serving
-    fairness = [a for a in list_alerts(demo_service) if a["kind"].startswith("fairness.")]
+    fairness = [
+        a
+        for a in list_alerts(demo_service)
+        if a["kind"].startswith("fairness.") and "candidate" in a["payload"]  # the gate's
+    ]
     assert len(fairness) == 1 and "B" in fairness[0]["payload"]["groups"]
     assert all(v is not None for v in served[1:])  # a champion serves from bootstrap on
     models = {m["version"]: m for m in list_models(demo_service, "demo")}
@@ -216,3 +220,58 @@ def test_online_mode_flags_the_rotation_sample_by_sample(tmp_path) -> None:
     alert = next(a for a in list_alerts(service) if a["kind"] == "drift.covariate")
     assert plan.shift_window in alert["payload"]["incident"]["windows"]
     assert alert["payload"]["shifted_samples"]
+
+
+def test_the_adaptive_policy_opens_on_the_shift_and_reports_its_state(
+    tmp_path, monkeypatch
+) -> None:
+    """The short demo under ``adaptive``: the shift of B (drift p 4x below its threshold)
+    opens an adaptation for B that trains a candidate on that window; every window's
+    summary, ``status`` and ``/metrics`` carry its state. How long it stays open depends
+    on B's accuracy after each swap, near the policy's threshold: not asserted here."""
+    from helpers import make_settings
+    from prometheus_client import generate_latest
+
+    from service.context import Service, set_service
+    from service.queries.metrics import metrics_registry
+
+    settings = make_settings(
+        tmp_path,
+        None,
+        window_size=PLAN.window_size,
+        bootstrap_samples=150,
+        update_policy="adaptive",
+        train_windows=3,
+    )
+    service = Service.from_settings(settings)
+    set_service(service)
+    try:
+        outcomes, _ = _play(service, replace(PLAN, windows=PLAN.shift_window + 1))
+        by_window = {o.window: o for o in outcomes}
+        shifted = by_window[PLAN.shift_window]
+        print({o.window: (o.adaptation, o.prequential_counts) for o in outcomes})
+        assert shifted.adaptation is not None and shifted.adaptation["opened"] == PLAN.shift_window
+        assert "B" in shifted.adaptation["groups"] and shifted.updated
+        assert shifted.adaptation["baseline"]["B"] > 0.7  # version 1's own holdout
+        assert all(o.adaptation is None for o in outcomes if o.window < PLAN.shift_window)
+        assert all(sum(n for _, n in o.prequential_counts.values()) for o in outcomes[1:])
+        after = by_window[PLAN.shift_window + 1]
+        state = status(service)["streams"]["demo"]["adaptation"]
+        if after.adaptation and after.adaptation["closed"] is None:
+            assert state is not None and state["opened"] == PLAN.shift_window
+        else:
+            assert state is None
+        metrics = generate_latest(metrics_registry(lambda: service)).decode()
+        open_now = 1.0 if state is not None else 0.0
+        assert f'learnstream_adaptation_open{{stream="demo"}} {open_now}' in metrics
+        # The candidate of the window after trains on every window its champion has not
+        # learned: after a rejection, the rejected candidate's window too.
+        models = {m["version"]: m for m in list_models(service, "demo")}
+        if after.updated:
+            trained = models[after.candidate]["windows"]
+            assert trained[-1] == PLAN.shift_window + 1
+            if shifted.rejected is not None:
+                assert PLAN.shift_window in trained
+    finally:
+        set_service(None)
+        service.close()
