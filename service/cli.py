@@ -364,16 +364,22 @@ def submit(
     if (folder is None) == (not demo):
         _fail("give a FOLDER or --demo (not both)")
     settings = load_settings()
+    if batch > settings.max_samples_per_call:
+        _fail(
+            f"--batch {batch} exceeds LEARNSTREAM_MAX_SAMPLES_PER_CALL "
+            f"({settings.max_samples_per_call}), the most an ingest call may carry"
+        )
     missing: list[str] = []
     calls: Iterable[Call]
     if demo:
         from service.demo.stream import DemoPlan, demo_stream
 
-        samples = [s for _, window in demo_stream(DemoPlan()) for s in window]
-        total = len(samples)
+        # As a producer would send it: no broken samples, and no ids (content digests).
+        demo_samples = [s for _, window in demo_stream(DemoPlan(bad_samples={})) for s in window]
+        names = [str(s.pop("id")) for s in demo_samples]
+        total = len(demo_samples)
         calls = (
-            ([str(s["id"]) for s in chunk], chunk)
-            for chunk in (samples[i : i + batch] for i in range(0, total, batch))
+            (names[i : i + batch], demo_samples[i : i + batch]) for i in range(0, total, batch)
         )
     else:
         if folder is None or not folder.is_dir():

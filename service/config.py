@@ -174,8 +174,8 @@ class Settings(BaseSettings):
         default=0.03,
         gt=0.0,
         lt=1.0,
-        description="How close to its baseline accuracy a group must come for its adaptation "
-        "to close, and how far below it must fall to open one.",
+        description="How far below its baseline accuracy a group must fall (beyond chance, at "
+        "adapt_alpha) to open an adaptation, or to keep one open.",
     )
     adapt_alpha: float = Field(
         default=0.01,
@@ -221,7 +221,10 @@ class Settings(BaseSettings):
         default=0.01, gt=0.0, lt=1.0, description="Significance before correction for groups."
     )
     drift_permutations: int = Field(
-        default=500, ge=100, description="Permutations of the MMD test (resolution 1/n)."
+        default=500,
+        ge=100,
+        description="Permutations of the MMD and LSDD tests, at least: raised until the "
+        "smallest p-value 1/(n+1) is a quarter of the most corrected threshold.",
     )
     drift_detector: CovariateDetectorName = Field(
         default="mmd", description="Covariate-shift test: MMD, LSDD or KS with Bonferroni."

@@ -61,6 +61,18 @@ def _overlap(a: Path, b: Path) -> bool:
     return a == b or a in b.parents or b in a.parents
 
 
+def _same_database(demo_url: str, configured_url: str, home: Path) -> bool:
+    """Whether the configured database is the demo's own, or a SQLite file in its home
+    (relative and absolute SQLite paths compared as files)."""
+    from sqlalchemy.engine import make_url
+
+    demo, configured = make_url(demo_url), make_url(configured_url)
+    if configured.get_backend_name() != "sqlite" or not configured.database:
+        return demo_url == configured_url
+    path = Path(configured.database).resolve()
+    return path == Path(demo.database or "").resolve() or _overlap(home, path)
+
+
 def demo_settings(settings: Settings, *, use_configured_store: bool = False) -> Settings:
     """The settings `learnstream run` plays on, from the configured ``settings``.
 
@@ -76,7 +88,7 @@ def demo_settings(settings: Settings, *, use_configured_store: bool = False) -> 
     demo = Settings(**(settings.model_dump() | overrides))
     if own_home:
         home = demo.home.resolve()
-        if demo.resolved_database_url == settings.resolved_database_url:
+        if _same_database(demo.resolved_database_url, settings.resolved_database_url, home):
             raise RunRefused(HOME_OVERLAP.format(home=home, what="database"))
         if _overlap(demo.resolved_model_dir, settings.resolved_model_dir):
             raise RunRefused(HOME_OVERLAP.format(home=home, what="model registry"))

@@ -76,7 +76,7 @@ class Submission:
 
 
 def _csv_rows(labels_csv: Path, group: str) -> list[SubmittedFile]:
-    with labels_csv.open(newline="") as handle:
+    with labels_csv.open(newline="", encoding="utf-8-sig") as handle:  # Excel writes a BOM
         reader = csv.DictReader(handle)
         absent = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
         if absent:

@@ -147,8 +147,9 @@ def step(
         # Back = no longer measurably behind: the very test that opens one, so that a group
         # close to its baseline is decided far from the test's threshold.
         counts = {g: (int(k), int(n)) for g, (k, n) in previous.baseline_counts.items()}
-        watched = {g: now[g] for g in previous.groups if g in now}
-        back = not fallen_groups(counts, watched, s)
+        watched = {g: now[g] for g in previous.groups if now.get(g, (0, 0))[1]}
+        # A group that sent nothing this window gives no evidence of being back.
+        back = len(watched) == len(previous.groups) and not fallen_groups(counts, watched, s)
         if back:
             return Step(replace(previous, closed=window, final=final))
         carried = replace(previous, windows=previous.windows + 1, final=final)

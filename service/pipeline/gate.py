@@ -198,6 +198,23 @@ def _compare(
     )
 
 
+def _deciding(
+    masks: dict[tuple[str, Any], np.ndarray], alpha: float, s: GateSettings
+) -> tuple[list[tuple[str, Any]], dict[tuple[str, Any], float]]:
+    """The slices that decide, and every slice's minimum detectable drop at the family's
+    first Holm level: slices that cannot see twice the tolerance leave the family until
+    every one left can, at the level of the family that is left."""
+    sizes = {key: int(m.sum()) for key, m in masks.items()}
+    deciding = [key for key, n in sizes.items() if n >= s.min_group_size]
+    while True:
+        level = alpha / max(1, len(deciding))
+        able = [k for k in deciding if min_detectable_drop(sizes[k], level) <= 2.0 * s.tolerance]
+        if able == deciding:
+            break
+        deciding = able
+    return deciding, {key: min_detectable_drop(n, level) for key, n in sizes.items()}
+
+
 def _not_decisive(n: int, mde: float, s: GateSettings) -> str:
     if n < s.min_group_size:
         return f"{n} samples, fewer than {s.min_group_size}"
@@ -249,10 +266,7 @@ def run_gate(
     }
     masks |= {("window", w): windows == w for w in sorted(set(windows.tolist()))}
     alpha = 1.0 - settings.confidence
-    sized = [key for key, m in masks.items() if int(m.sum()) >= settings.min_group_size]
-    first_level = alpha / max(1, len(sized))
-    mde = {key: min_detectable_drop(int(m.sum()), first_level) for key, m in masks.items()}
-    deciding = [key for key in sized if mde[key] <= 2.0 * settings.tolerance]
+    deciding, mde = _deciding(masks, alpha, settings)
     z = float(norm.ppf(1.0 - alpha / max(1, len(deciding))))
     rejected = _holm(
         {key: _one_sided_p(champ_ok[masks[key]], cand_ok[masks[key]]) for key in deciding},

@@ -58,17 +58,23 @@ def check_gap(
     return GapCheck(best, worst, gap, lower, previous_run + 1 if lower > limit else 0)
 
 
-def _open_alert(session: Session, stream_id: int) -> Alert | None:
-    for alert in session.scalars(
+def gap_subject(stream: str) -> str:
+    """The subject of a stream's champion-gap incidents (other ``fairness.gap`` alerts differ)."""
+    return f"{stream} champion group gap"
+
+
+def _open_alert(session: Session, stream_id: int, stream: str) -> Alert | None:
+    latest = session.scalar(
         select(Alert)
-        .where(Alert.stream_id == stream_id, Alert.kind == KIND)
+        .where(
+            Alert.stream_id == stream_id, Alert.kind == KIND, Alert.subject == gap_subject(stream)
+        )
         .order_by(Alert.id.desc())
-        .limit(20)
-    ):
-        incident = (alert.payload or {}).get("incident")
-        if incident and incident.get("open"):
-            return alert
-    return None
+        .limit(1)
+        .with_for_update()
+    )
+    incident = (latest.payload or {}).get("incident") if latest is not None else None
+    return latest if incident and incident.get("open") else None
 
 
 def record_gap(
@@ -83,7 +89,9 @@ def record_gap(
     limit: float,
 ) -> Alert | None:
     """Open, extend or close the champion's gap incident for this window's check."""
-    current = _open_alert(session, stream_id)
+    current = _open_alert(session, stream_id, stream)
+    if current is not None and window in current.payload["incident"]["windows"]:
+        return current  # a retried window: already recorded
     if check.run < windows_needed:
         if current is not None and check.run == 0:
             payload = dict(current.payload)
@@ -98,7 +106,7 @@ def record_gap(
             stream_id=stream_id,
             kind=KIND,
             severity="warning",
-            subject=f"{stream} champion v{champion} group gap",
+            subject=gap_subject(stream),
             message=(
                 f"the champion v{champion}'s accuracy gap between groups {check.best} and "
                 f"{check.worst} is above {limit} (lower bound {check.lower:.3f}) for "

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
+
 from service.alerts import records as alerts
 from service.pipeline.adaptation import Adaptation
 from service.pipeline.gate import GateReport
 from service.store.engine import Store
-from service.store.schema import Stream
+from service.store.schema import Alert, Stream
 
 
 def candidate_rejected(
@@ -55,13 +57,21 @@ def adaptation_behind(store: Store, stream: Stream, window: int, adaptation: Ada
         f"{g} {now if now is not None else '-'} (baseline {base})"
         for g, (now, base) in behind.items()
     )
+    subject = f"{stream.name} adaptation from window {adaptation.opened}"
     with store.session() as session:
+        raised = session.scalar(
+            select(Alert.id).where(
+                Alert.stream_id == stream.id, Alert.kind == "fairness.gap", Alert.subject == subject
+            )
+        )
+        if raised is not None:  # a retried window: raised already
+            return
         alerts.raise_alert(
             session,
             stream_id=stream.id,
             kind="fairness.gap",
             severity="warning",
-            subject=f"{stream.name} adaptation from window {adaptation.opened}",
+            subject=subject,
             message=(
                 f"after {adaptation.windows} windows of adaptation (from window "
                 f"{adaptation.opened}) still behind: {shown or '-'}"

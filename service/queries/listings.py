@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from service.alerts.records import alert_dict
 from service.context import Service
+from service.pipeline.adaptation import Adaptation
 from service.store.schema import (
     Alert,
     DriftReport,
@@ -110,10 +111,11 @@ def _open_adaptation(session: Session, stream_id: int) -> dict[str, Any] | None:
         .order_by(Window.seq.desc())
         .limit(1)
     )
-    adaptation = (summary or {}).get("adaptation")
-    if not adaptation or adaptation.get("closed") is not None:
+    adaptation = Adaptation.from_dict((summary or {}).get("adaptation"))
+    if adaptation is None or not adaptation.is_open:
         return None
-    return {k: v for k, v in adaptation.items() if k != "closed"}
+    shown = adaptation.to_dict()
+    return {k: v for k, v in shown.items() if k not in ("closed", "baseline_counts")}
 
 
 def list_alerts(

@@ -58,6 +58,7 @@ from service.alerts.records import AlertKind
 from service.context import Service
 from service.errors import LearnstreamError
 from service.ingest.rejections import REJECTION_REASONS, reason_field
+from service.pipeline.adaptation import Adaptation
 from service.queries.listings import learner_lag
 from service.store.schema import (
     Alert,
@@ -320,13 +321,15 @@ def _adaptations(session: Session, streams: dict[int, str]) -> Iterator[Metric]:
         labels=["stream", "group"],
     )
     for stream_id, summary in sorted(_latest_summaries(session, champion_only=False)):
-        adaptation = summary.get("adaptation") or {}
-        is_open = bool(adaptation) and adaptation.get("closed") is None
-        opened.add_metric([streams[stream_id]], 1.0 if is_open else 0.0)
-        for group in adaptation.get("groups", []) if is_open else []:
-            latest = adaptation.get("final", {}).get(group)
+        adaptation = Adaptation.from_dict(summary.get("adaptation"))
+        if adaptation is None or not adaptation.is_open:
+            opened.add_metric([streams[stream_id]], 0.0)
+            continue
+        opened.add_metric([streams[stream_id]], 1.0)
+        for group in adaptation.groups:
+            latest = adaptation.final.get(group)
             if latest is not None:
-                gap.add_metric([streams[stream_id], group], adaptation["baseline"][group] - latest)
+                gap.add_metric([streams[stream_id], group], adaptation.baseline[group] - latest)
     yield from (opened, gap)
 
 

@@ -101,6 +101,14 @@ def test_submit_on_the_memory_broker_refuses_at_once(env, tmp_path) -> None:
     assert result.output == f"error: {MEMORY_BROKER}\n"
 
 
+def test_submit_refuses_a_batch_over_the_call_limit_at_once(env, tmp_path) -> None:
+    folder = _digit_folder(tmp_path / "images", 3)
+    result = _invoke(["submit", str(folder), "--batch", "5000"], BROKER_URL=REDIS)
+    assert result.exit_code == 1
+    assert result.output.startswith("error: --batch 5000 exceeds LEARNSTREAM_MAX_SAMPLES_PER_CALL")
+    assert len(result.output.splitlines()) == 1
+
+
 def test_submit_to_an_unreachable_broker_says_so_in_one_line(env, tmp_path) -> None:
     folder = _digit_folder(tmp_path / "images", 3)
     result = _invoke(["submit", str(folder)], BROKER_URL="redis://127.0.0.1:1/0")

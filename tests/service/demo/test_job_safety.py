@@ -203,6 +203,16 @@ def test_its_own_home_must_not_hold_the_configured_store(cwd: Path) -> None:
     assert not home.exists()
 
 
+def test_a_relative_sqlite_url_into_its_home_is_the_same_database(cwd: Path) -> None:
+    """The configured store written as a relative path to the very file the demo would use."""
+    result = _run(
+        DATABASE_URL="sqlite:///.learnstream/learnstream.db", MODEL_DIR=str(cwd / "models")
+    )
+    home = cwd / ".learnstream"
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {HOME_OVERLAP.format(home=home, what='database')}\n"
+
+
 def test_a_stream_of_that_name_it_did_not_create_is_refused_and_kept(
     cwd: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -101,3 +101,13 @@ def test_rejections_are_grouped_by_reason_with_their_files(sqlite_service, tmp_p
     assert groups["image: not a PNG, JPEG or .npy file"] == ["seven/x.png"]
     assert [r for r in groups if r.startswith("label:")] and ["cat/y.png"] in groups.values()
     assert result.to_dict()["rejected_by_reason"]["image: PNG header is truncated or damaged"] == 3
+
+
+def test_a_csv_saved_with_a_byte_order_mark_is_read(tmp_path) -> None:
+    folder = tmp_path / "images"
+    names = _write_folder(folder, 3, seed=6)
+    labels = tmp_path / "labels.csv"
+    rows = "".join(f"{n},{Path(n).parent.name}\n" for n in names)
+    labels.write_text("file,label\n" + rows, encoding="utf-8-sig")  # as Excel saves it
+    plan = plan_folder(folder, labels, "default", seed=0)
+    assert [f.path for f in plan.files] == names and plan.missing == []

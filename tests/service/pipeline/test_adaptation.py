@@ -60,3 +60,11 @@ def test_an_adaptation_that_stays_behind_raises_once_and_stays_open() -> None:
 
 def test_no_window_before_means_nothing_to_wait_for() -> None:
     assert step(None, 2, {"B": (10, 100)}, [], {"B"}, True, S).adaptation is None
+
+
+def test_a_window_without_the_watched_group_does_not_close_it() -> None:
+    adaptation = Adaptation(
+        3, ["B"], {"B": 0.88}, "drift in B", baseline_counts={"B": (264, 300)}, windows=1
+    )
+    result = step(adaptation, 4, {"A": (90, 100)}, BEFORE, set(), False, S)
+    assert result.trains and result.adaptation is not None and result.adaptation.closed is None

@@ -40,3 +40,22 @@ def test_a_lasting_gap_is_one_incident_opened_extended_and_closed(sqlite_service
 def test_small_groups_and_one_group_have_no_gap() -> None:
     one = check_gap({"A": (95, 100), "tiny": (1, 10)}, 5, limit=0.1, confidence=0.95, min_n=30)
     assert (one.best, one.run) == (None, 0)
+
+
+def test_a_retried_window_is_recorded_once(sqlite_service) -> None:
+    stream = get_or_create_stream(sqlite_service.store, "s", sqlite_service.settings).stream
+    check = check_gap(APART, 2, limit=0.10, confidence=0.95, min_n=30)
+    for _ in range(2):  # the window, then its retry after a dead attempt
+        with sqlite_service.store.session() as session:
+            record_gap(
+                session,
+                stream_id=stream.id,
+                stream="s",
+                champion=1,
+                window=3,
+                check=check,
+                windows_needed=3,
+                limit=0.10,
+            )
+    gaps = [a for a in list_alerts(sqlite_service) if a["kind"] == "fairness.gap"]
+    assert len(gaps) == 1 and gaps[0]["payload"]["incident"]["windows"] == [3]
