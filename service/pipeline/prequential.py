@@ -17,6 +17,7 @@ class Prequential:
     correct: np.ndarray  # bool (N,), aligned with the window's batch
     accuracy: dict[str, float]
     errors: dict[str, list[bool]]  # per group, in arrival order: the concept detector's input
+    counts: dict[str, tuple[int, int]]  # per group (correct, n): the adaptive policy's input
 
 
 def score_window(batch: Batch, predictions: np.ndarray) -> Prequential:
@@ -33,4 +34,5 @@ def score_window(batch: Batch, predictions: np.ndarray) -> Prequential:
             **{g: round(m["accuracy"], 4) for g, m in metrics.by_group.items()},
         },
         errors=errors,
+        counts={g: (len(e) - sum(e), len(e)) for g, e in sorted(errors.items())},
     )

@@ -113,7 +113,7 @@ def process_window(service: Service, stream_name: str, window_id: int) -> Window
             scored = score_window(inputs.batch, champion.outputs.predictions)
         with clock.stage("drift"):
             findings = _drift(service, inputs, champion, scored)
-        counts = window_counts(scored.correct, inputs.batch.groups)
+        counts = scored.counts
         before, history = adaptation_history(
             service.store, inputs.stream, inputs.window.seq, service.settings.adapt_baseline_windows
         )

@@ -10,6 +10,21 @@ APART = {"A": (95, 100), "B": (60, 100)}  # gap 0.35, lower bound 0.26: far abov
 CLOSE = {"A": (90, 100), "B": (88, 100)}  # gap 0.02, lower bound below 0
 
 
+def _record(service, stream_id: int, window: int, check) -> None:  # type: ignore[no-untyped-def]
+    """One window's check recorded as the learner does, needing 3 windows above 0.10."""
+    with service.store.session() as session:
+        record_gap(
+            session,
+            stream_id=stream_id,
+            stream="s",
+            champion=1,
+            window=window,
+            check=check,
+            windows_needed=3,
+            limit=0.10,
+        )
+
+
 def test_a_lasting_gap_is_one_incident_opened_extended_and_closed(sqlite_service) -> None:
     stream = get_or_create_stream(sqlite_service.store, "s", sqlite_service.settings).stream
     run = 0
@@ -17,17 +32,7 @@ def test_a_lasting_gap_is_one_incident_opened_extended_and_closed(sqlite_service
         check = check_gap(counts, run, limit=0.10, confidence=0.95, min_n=30)
         print(f"window {window}: gap {check.gap:.2f}, lower {check.lower:.3f}, run {check.run}")
         run = check.run
-        with sqlite_service.store.session() as session:
-            record_gap(
-                session,
-                stream_id=stream.id,
-                stream="s",
-                champion=1,
-                window=window,
-                check=check,
-                windows_needed=3,
-                limit=0.10,
-            )
+        _record(sqlite_service, stream.id, window, check)
     gaps = [a for a in list_alerts(sqlite_service) if a["kind"] == "fairness.gap"]
     assert len(gaps) == 1  # the sixth window starts a new run of one: no second incident yet
     payload = gaps[0]["payload"]
@@ -46,16 +51,6 @@ def test_a_retried_window_is_recorded_once(sqlite_service) -> None:
     stream = get_or_create_stream(sqlite_service.store, "s", sqlite_service.settings).stream
     check = check_gap(APART, 2, limit=0.10, confidence=0.95, min_n=30)
     for _ in range(2):  # the window, then its retry after a dead attempt
-        with sqlite_service.store.session() as session:
-            record_gap(
-                session,
-                stream_id=stream.id,
-                stream="s",
-                champion=1,
-                window=3,
-                check=check,
-                windows_needed=3,
-                limit=0.10,
-            )
+        _record(sqlite_service, stream.id, 3, check)
     gaps = [a for a in list_alerts(sqlite_service) if a["kind"] == "fairness.gap"]
     assert len(gaps) == 1 and gaps[0]["payload"]["incident"]["windows"] == [3]
