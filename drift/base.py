@@ -51,6 +51,29 @@ class DetectorOptions(TypedDict, total=False):
     p_value: float
     min_group_size: int
     feature_space: str
+    overall_rows: np.ndarray | None
+
+
+def mix_matched_rows(groups_ref: Sequence[str], groups_window: Sequence[str]) -> np.ndarray:
+    """Rows of the reference whose group mix is the window's, as many as the groups allow,
+    each group's first rows (a reference ordered newest first gives its newest).
+
+    The overall test compares whole distributions, so a reference that holds a group at
+    another share than the window would be a drift of the mix alone (a group whose
+    reference begins at its latest shift is short of rows for a while).
+
+    >>> mix_matched_rows(["a"] * 6 + ["b"] * 2, ["a", "b"] * 4).tolist()
+    [0, 1, 6, 7]
+    """
+    ref, win = np.asarray(groups_ref), np.asarray(groups_window)
+    names = [g for g in np.unique(win) if (ref == g).any()]
+    if not names:
+        return np.arange(len(ref))
+    share = {g: float((win == g).sum()) for g in names}
+    total = sum(share.values())
+    scale = min((ref == g).sum() / (share[g] / total) for g in names)
+    rows = [np.flatnonzero(ref == g)[: max(1, round(scale * share[g] / total))] for g in names]
+    return np.sort(np.concatenate(rows))
 
 
 class GroupedCovariateDetector(ABC):
@@ -74,6 +97,9 @@ class GroupedCovariateDetector(ABC):
         Samples a group needs in both reference and window to be tested on its own.
     feature_space
         Name of the space the features live in, recorded in each result.
+    overall_rows
+        Rows of ``x_ref`` that make the overall test's reference (default: all); each
+        group's test always uses all of that group's rows (see :func:`mix_matched_rows`).
     """
 
     detector: ClassVar[str] = "base"
@@ -86,6 +112,7 @@ class GroupedCovariateDetector(ABC):
         p_value: float = 0.01,
         min_group_size: int = 20,
         feature_space: str = "penultimate",
+        overall_rows: np.ndarray | None = None,
     ) -> None:
         if len(x_ref) != len(groups_ref):
             raise ValueError(LENGTHS_DIFFER)
@@ -98,8 +125,9 @@ class GroupedCovariateDetector(ABC):
         self.feature_space = feature_space
         self._x_ref = np.asarray(x_ref, dtype=np.float32)
         self._groups_ref = np.asarray(groups_ref)
+        overall = self._x_ref if overall_rows is None else self._x_ref[overall_rows]
         with self._seeded():
-            self._overall = self._configure(self._x_ref)
+            self._overall = self._configure(overall)
             self._by_group = {
                 str(g): self._configure(self._x_ref[self._groups_ref == g])
                 for g in np.unique(self._groups_ref)

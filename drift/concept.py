@@ -6,7 +6,9 @@ finds a change while the current window is fed *and* the window's error rate is
 above the group's earlier error rate: a champion that got better is not an alarm.
 
 ADWIN (the default) keeps an adaptive window and cuts it where two sub-windows'
-means differ more than chance allows at confidence ``delta``. Page-Hinkley is a
+means differ more than chance allows at confidence ``delta``, divided by the number of
+groups tested (Bonferroni: one false alarm per window at most ``delta`` however many
+groups a stream has). Page-Hinkley is a
 cumulative-sum test: it alarms when the errors' cumulative excess over their running
 mean (less a tolerance ``delta`` per sample) rises more than ``ph_threshold`` above
 its minimum; it keeps no window. Page-Hinkley runs in mode "up", so only a rise can
@@ -64,7 +66,8 @@ def concept_drift(
     current
         Each group's errors in the window under test, oldest first.
     delta
-        ADWIN's confidence; for Page-Hinkley, the rise per sample it tolerates.
+        ADWIN's confidence over all groups (each group's ADWIN runs at ``delta`` divided by
+        the groups tested); for Page-Hinkley, the rise per sample it tolerates.
     detector
         ``"adwin"`` or ``"page_hinkley"``.
     ph_threshold
@@ -82,6 +85,8 @@ def concept_drift(
         raise ValueError(UNKNOWN_CONCEPT_DETECTOR.format(name=detector))
     started = time.perf_counter()
     per_group: dict[str, GroupVerdict] = {}
+    if detector == "adwin":
+        delta = delta / max(1, sum(1 for g in current if len(current[g])))
     for group in sorted(current):
         past = np.asarray(history.get(group, ()), dtype=bool)
         now = np.asarray(current[group], dtype=bool)

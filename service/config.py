@@ -291,6 +291,24 @@ class Settings(BaseSettings):
     gate_max_per_window: int = Field(
         default=200, ge=10, description="Holdout samples drawn from each window for the gate."
     )
+    gate_recent_windows: int = Field(
+        default=3,
+        ge=1,
+        description="Latest windows that make each group's recent slice (decisive when big "
+        "enough to see twice the tolerance).",
+    )
+    gate_chain_tolerance: float = Field(
+        default=0.03,
+        ge=0.0,
+        le=1.0,
+        description="Accuracy a group may lose against the best of the recent champions (the "
+        "chain guard), so that small losses cannot add up across promotions.",
+    )
+    gate_chain_versions: int = Field(
+        default=5,
+        ge=0,
+        description="Earlier champions (of the gate's windows) the chain guard compares with.",
+    )
 
     # Workers
     window_claim_timeout: float = Field(

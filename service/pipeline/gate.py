@@ -1,29 +1,34 @@
 """The gate: a candidate replaces the champion only if no group and no window gets worse.
 
-Champion and candidate are scored on the same holdout samples. Each group (with
-fairlearn's MetricFrame for the accuracies) and each window of the holdout (the
-earlier windows, which the candidate must not forget, and the current one) is a
-slice; on each slice an exact one-sided sign test on the discordant pairs (McNemar's
-exact test: samples exactly one of the two models gets right) asks "is the candidate
-worse?". The slices big enough to decide form one Holm family at ``1 - confidence``,
-so a candidate that is no worse anywhere is rejected with probability at most
-``1 - confidence`` however many slices there are (Holm holds under any dependence,
-and groups and windows share samples). A slice decides when it has at least
-``min_group_size`` samples and its minimum detectable drop (the smallest accuracy
-loss its test could see at the family's first Holm level) is at most twice the
-tolerance; smaller slices are reported, never decisive. A deciding slice fails when
-its test rejects *and* the candidate is worse by more than ``tolerance``. Each
-comparison also reports a Bonferroni interval (normal approximation, over the same
-family). The best-to-worst group gap may not widen by more than ``max_gap_increase``
-through a loss of the candidate's worst group, tested as one more hypothesis; such a
-failure names that group.
+Champion and candidate are scored on the same holdout samples. The slices are each group
+on its era (all its windows for a group that never shifted; for a shifted group only the
+windows since its latest shift, :mod:`service.pipeline.eras`), each group on the recent
+windows of its era (``recent_windows``: a drop on the present is not diluted by the past),
+and each window on the samples of groups in their era. A shifted group's images from
+before its shift are reported, never decisive: the candidate is not held to a domain that
+is gone, while every unshifted group is still protected on all its windows. On each slice
+an exact one-sided sign test on the discordant pairs (McNemar's exact test: samples
+exactly one of the two models gets right) asks "is the candidate worse?". The slices big
+enough to decide form one Holm family at ``1 - confidence``, so a candidate that is no
+worse anywhere is rejected with probability at most ``1 - confidence`` however many slices
+there are (Holm holds under any dependence). A slice decides when it has at least
+``min_group_size`` samples and its minimum detectable drop (the smallest accuracy loss its
+test could see at the family's first Holm level) is at most twice the tolerance; smaller
+slices are reported, never decisive. A deciding slice fails when its test rejects *and*
+the candidate is worse by more than ``tolerance``. Each comparison also reports a
+Bonferroni interval (normal approximation, over the same family). The best-to-worst group
+gap may not widen by more than ``max_gap_increase`` through a loss of the candidate's
+worst group, tested as one more hypothesis; such a failure names that group. The chain
+guard holds the candidate, on each deciding group slice, to the best of the recent earlier
+champions there (``chain_tolerance``, a Holm family of its own), so that losses each within
+the tolerance cannot add up across promotions.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Hashable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -33,6 +38,7 @@ from torch import nn
 from learners.evaluation import GroupMetrics, evaluate_by_group, predict
 from learners.models import to_float
 from service.config import Settings
+from service.pipeline.eras import in_era
 from service.pipeline.holdout import GateHoldout
 
 
@@ -49,6 +55,8 @@ class GateSettings:
     min_group_size: int = _default("min_group_size")
     max_gap_increase: float = _default("max_gap_increase")
     confidence: float = _default("gate_confidence")
+    recent_windows: int = _default("gate_recent_windows")
+    chain_tolerance: float = _default("gate_chain_tolerance")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GateSettings:
@@ -58,6 +66,8 @@ class GateSettings:
             min_group_size=settings.min_group_size,
             max_gap_increase=settings.max_gap_increase,
             confidence=settings.gate_confidence,
+            recent_windows=settings.gate_recent_windows,
+            chain_tolerance=settings.gate_chain_tolerance,
         )
 
 
@@ -75,6 +85,7 @@ class Comparison:
     verdict: str  # "pass", "fail" or "not decisive"
     reason: str
     min_detectable_drop: float = 1.0  # at the family's first Holm level
+    group: str | None = None  # the group of a group's slice
 
 
 @dataclass(frozen=True)
@@ -89,11 +100,16 @@ class GateReport:
     gap_failed: bool = False
     worst_group: str | None = None
     metrics: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)
+    recent: list[Comparison] = field(default_factory=list)
+    before_shift: list[Comparison] = field(default_factory=list)
+    chain: list[Comparison] = field(default_factory=list)
 
     @property
     def regressed(self) -> bool:
-        """True when some group or window got worse beyond chance (not only the gap)."""
-        return any(c.verdict == "fail" for c in [*self.groups, *self.windows])
+        """True when some slice got worse beyond chance (not only the gap)."""
+        return any(
+            c.verdict == "fail" for c in [*self.groups, *self.recent, *self.windows, *self.chain]
+        )
 
     @property
     def failed_windows(self) -> list[str]:
@@ -103,7 +119,8 @@ class GateReport:
     @property
     def failed_groups(self) -> list[str]:
         """Groups that got worse beyond chance, or else the worst group when the gap failed."""
-        failed = [c.subject for c in self.groups if c.verdict == "fail"]
+        slices = [*self.groups, *self.recent, *self.chain]
+        failed = list(dict.fromkeys(c.group for c in slices if c.verdict == "fail" and c.group))
         if not failed and self.gap_failed and self.worst_group is not None:
             return [self.worst_group]
         return failed
@@ -238,6 +255,46 @@ def _finite(table: dict[str, dict[str, float]]) -> dict[str, dict[str, float | N
     }
 
 
+Slice = tuple[str, Any]  # ("group" | "recent" | "before" | "window", name or window number)
+
+
+def _slices(
+    names: np.ndarray, windows: np.ndarray, eras: Mapping[str, int], recent: int
+) -> tuple[dict[Slice, np.ndarray], dict[Slice, np.ndarray]]:
+    """The slices that may decide and the slices only reported, each with its mask.
+
+    Each group on its era (all of it for a group that never shifted), and on the recent
+    windows of its era when that is fewer samples; each window on the samples in their
+    group's era. A shifted group's images from before its shift are reported only.
+    """
+    current = int(windows.max()) if len(windows) else 0
+    era = in_era(names, windows, eras)
+    latest = windows >= current - recent + 1
+    may: dict[Slice, np.ndarray] = {}
+    reported: dict[Slice, np.ndarray] = {}
+    for g in sorted(set(names.tolist())):
+        mine = names == g
+        may[("group", g)] = mine & era
+        if (mine & era & latest).sum() < (mine & era).sum():
+            may[("recent", g)] = mine & era & latest
+        if (mine & ~era).any():
+            reported[("before", g)] = mine & ~era
+    for w in sorted(set(windows.tolist())):
+        may[("window", w)] = (windows == w) & era
+    return may, reported
+
+
+def _subject(key: Slice) -> str:
+    kind, name = key
+    if kind == "window":
+        return _window_subject(name)
+    if kind == "recent":
+        return f"{name} (recent windows)"
+    if kind == "before":
+        return f"{name} (before its shift)"
+    return str(name)
+
+
 def run_gate(
     y_true: np.ndarray,
     champion_pred: np.ndarray,
@@ -248,23 +305,29 @@ def run_gate(
     *,
     champion_proba: np.ndarray | None = None,
     candidate_proba: np.ndarray | None = None,
+    eras: Mapping[str, int] | None = None,
+    earlier: Mapping[int, np.ndarray] | None = None,
 ) -> GateReport:
     """Decide whether the candidate may replace the champion on this holdout.
 
     Accuracy decides; with class probabilities the report also carries precision, recall,
-    F1 and AUC per group for both models.
+    F1 and AUC per group for both models. ``eras``: the window each shifted group's era
+    began at; ``earlier``: the predictions of the recent champions before this one (the
+    chain guard).
     """
     y_true, groups, windows = np.asarray(y_true), np.asarray(groups), np.asarray(windows)
     champ_ok = np.asarray(champion_pred) == y_true
     cand_ok = np.asarray(candidate_pred) == y_true
-    champ_metrics = evaluate_by_group(y_true, champion_pred, groups, champion_proba)
-    cand_metrics = evaluate_by_group(y_true, candidate_pred, groups, candidate_proba)
     names = np.array([str(g) for g in groups], dtype=object)
-    # Every slice of the holdout: ("group", name) and ("window", seq), each with its mask.
-    masks: dict[tuple[str, Any], np.ndarray] = {
-        ("group", g): names == g for g in sorted(champ_metrics.counts)
-    }
-    masks |= {("window", w): windows == w for w in sorted(set(windows.tolist()))}
+    era = in_era(names, windows, eras or {})
+    # Group metrics (and the gap) on each group's era: a shifted group's old images are gone.
+    champ_metrics = evaluate_by_group(
+        y_true[era], np.asarray(champion_pred)[era], names[era], _rows(champion_proba, era)
+    )
+    cand_metrics = evaluate_by_group(
+        y_true[era], np.asarray(candidate_pred)[era], names[era], _rows(candidate_proba, era)
+    )
+    masks, reported = _slices(names, windows, eras or {}, settings.recent_windows)
     alpha = 1.0 - settings.confidence
     deciding, mde = _deciding(masks, alpha, settings)
     z = float(norm.ppf(1.0 - alpha / max(1, len(deciding))))
@@ -272,19 +335,24 @@ def run_gate(
         {key: _one_sided_p(champ_ok[masks[key]], cand_ok[masks[key]]) for key in deciding},
         alpha,
     )
+
+    mde |= {
+        key: min_detectable_drop(int(m.sum()), alpha / max(1, len(deciding)))
+        for key, m in reported.items()
+    }
+
+    def compare(key: Slice, m: np.ndarray, decision: bool | None) -> Comparison:
+        compared = _compare(_subject(key), champ_ok[m], cand_ok[m], z, settings, decision, mde[key])
+        return replace(compared, group=None if key[0] == "window" else str(key[1]))
+
     compared = {
-        key: _compare(
-            str(key[1]) if key[0] == "group" else _window_subject(key[1]),
-            champ_ok[m],
-            cand_ok[m],
-            z,
-            settings,
-            (key in rejected) if key in deciding else None,
-            mde[key],
-        )
+        key: compare(key, m, (key in rejected) if key in deciding else None)
         for key, m in masks.items()
     }
+    before_shift = [compare(key, m, None) for key, m in reported.items()]
+    chain = _chain(y_true, cand_ok, masks, deciding, earlier or {}, alpha, z, mde, settings)
     comparisons = [c for (kind, _), c in compared.items() if kind == "group"]
+    recent = [c for (kind, _), c in compared.items() if kind == "recent"]
     by_window = [c for (kind, _), c in compared.items() if kind == "window"]
     group_names = [g for kind, g in deciding if kind == "group"]
 
@@ -294,8 +362,11 @@ def run_gate(
 
     champion_gap, candidate_gap = gap(champ_metrics), gap(cand_metrics)
     worst = min(group_names, key=lambda g: cand_metrics.by_group[g]["accuracy"], default=None)
-    reasons = [f"group {c.subject}: {c.reason}" for c in comparisons if c.verdict == "fail"]
+    reasons = [
+        f"group {c.subject}: {c.reason}" for c in [*comparisons, *recent] if c.verdict == "fail"
+    ]
     reasons += [f"{c.subject}: {c.reason}" for c in by_window if c.verdict == "fail"]
+    reasons += [f"chain guard, group {c.subject}: {c.reason}" for c in chain if c.verdict == "fail"]
     worst_p = 1.0
     if worst is not None:
         worst_mask = masks[("group", worst)]
@@ -325,13 +396,70 @@ def run_gate(
             "champion": _finite(champ_metrics.by_group),
             "candidate": _finite(cand_metrics.by_group),
         },
+        recent=recent,
+        before_shift=before_shift,
+        chain=chain,
     )
 
 
+def _rows(proba: np.ndarray | None, mask: np.ndarray) -> np.ndarray | None:
+    return None if proba is None else np.asarray(proba)[mask]
+
+
+def _chain(
+    y_true: np.ndarray,
+    cand_ok: np.ndarray,
+    masks: dict[Slice, np.ndarray],
+    deciding: list[Slice],
+    earlier: Mapping[int, np.ndarray],
+    alpha: float,
+    z: float,
+    mde: dict[Slice, float],
+    s: GateSettings,
+) -> list[Comparison]:
+    """The chain guard: on each deciding group slice, the candidate against the best of the
+    earlier recent champions there, failing beyond chance by more than ``chain_tolerance``
+    (a Holm family of its own), so that losses within the tolerance cannot add up across
+    promotions."""
+    oks = {v: np.asarray(pred) == y_true for v, pred in earlier.items()}
+    best = {
+        key: max(oks, key=lambda v: (float(oks[v][masks[key]].mean()), v))
+        for key in deciding
+        if key[0] == "group" and oks
+    }
+    rejected = _holm(
+        {key: _one_sided_p(oks[v][masks[key]], cand_ok[masks[key]]) for key, v in best.items()},
+        alpha,
+    )
+    chained = replace(s, tolerance=s.chain_tolerance)
+    return [
+        replace(
+            _compare(
+                f"{key[1]} against version {v}",
+                oks[v][masks[key]],
+                cand_ok[masks[key]],
+                z,
+                chained,
+                key in rejected,
+                mde[key],
+            ),
+            group=str(key[1]),
+        )
+        for key, v in best.items()
+    ]
+
+
 def judge(
-    champion: nn.Module, candidate: nn.Module, holdout: GateHoldout, settings: Settings
+    champion: nn.Module,
+    candidate: nn.Module,
+    holdout: GateHoldout,
+    settings: Settings,
+    *,
+    eras: Mapping[str, int] | None = None,
+    earlier: Mapping[int, nn.Module] | None = None,
 ) -> GateReport:
-    """Score champion and candidate on the gate's holdout and run the gate on their predictions."""
+    """Score champion, candidate and the earlier recent champions on the gate's holdout and
+    run the gate on their predictions."""
     x = to_float(holdout.batch.x)
     champion_pred, champion_proba = predict(champion, x)
     candidate_pred, candidate_proba = predict(candidate, x)
@@ -344,4 +472,6 @@ def judge(
         GateSettings.from_settings(settings),
         champion_proba=champion_proba.numpy(),
         candidate_proba=candidate_proba.numpy(),
+        eras=eras,
+        earlier={v: predict(m, x)[0].numpy() for v, m in (earlier or {}).items()},
     )

@@ -1,4 +1,5 @@
-"""The gate's holdout: held-out samples of the latest windows, bounded per window and group."""
+"""The gate's holdout: held-out samples of the latest windows, bounded per window and group,
+and the recent champions that served those windows (the chain guard's)."""
 
 from __future__ import annotations
 
@@ -47,3 +48,16 @@ def gate_holdout(store: Store, stream: Stream, settings: Settings) -> GateHoldou
     chosen = holdout.where(keep)
     seq = {w.id: w.seq for w in latest}
     return GateHoldout(chosen, np.array([seq[int(w)] for w in chosen.windows]))
+
+
+def recent_champions(store: Store, holdout: GateHoldout, current: int, limit: int) -> list[int]:
+    """The newest ``limit`` versions other than ``current`` that served a window of the
+    holdout: the champions whose accuracy on data that still exists a candidate is held to."""
+    window_ids = sorted({int(w) for w in holdout.batch.windows})
+    with store.session() as session:
+        served = session.scalars(
+            select(Window.served_by)
+            .where(Window.id.in_(window_ids), Window.served_by.is_not(None))
+            .distinct()
+        ).all()
+    return sorted({int(v) for v in served if v is not None and v != current}, reverse=True)[:limit]

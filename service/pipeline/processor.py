@@ -30,9 +30,10 @@ from service.pipeline.claims import (
 )
 from service.pipeline.decision import Decision, decide, update_failed
 from service.pipeline.drift import DriftFindings, run_drift_tests
+from service.pipeline.eras import Eras, eras_after
 from service.pipeline.gate import judge
 from service.pipeline.group_gap import GapCheck, check_gap, record_gap
-from service.pipeline.holdout import gate_holdout
+from service.pipeline.holdout import gate_holdout, recent_champions
 from service.pipeline.inputs import Champion, WindowInputs, load_inputs, model_outputs
 from service.pipeline.prequential import Prequential, score_window
 from service.pipeline.records import record_drift
@@ -66,6 +67,7 @@ class WindowOutcome:
     prequential_counts: dict[str, tuple[int, int]] = field(default_factory=dict)
     adaptation: dict[str, Any] | None = None
     group_gap: dict[str, Any] | None = None
+    eras: dict[str, int] = field(default_factory=dict)
     updated: bool = False
     candidate: int | None = None
     gate_passed: bool | None = None
@@ -111,17 +113,18 @@ def process_window(service: Service, stream_name: str, window_id: int) -> Window
     else:
         with clock.stage("prequential"):
             scored = score_window(inputs.batch, champion.outputs.predictions)
-        with clock.stage("drift"):
-            findings = _drift(service, inputs, champion, scored)
-        counts = scored.counts
         before, history = adaptation_history(
             service.store, inputs.stream, inputs.window.seq, service.settings.adapt_baseline_windows
         )
+        with clock.stage("drift"):
+            findings = _drift(service, inputs, champion, scored, before.get("eras") or {})
+        counts = scored.counts
+        eras = eras_after(before, findings.drifted_groups, counts, inputs.window.seq)
         policy = _adapt(service, inputs, counts, findings, before, history)
         gap = _group_gap(service, inputs, counts, before)
         decision = None
         if should_update(service.settings, findings.drifted, policy):
-            decision = _update(service, inputs, champion, clock)
+            decision = _update(service, inputs, champion, eras, clock)
         outcome = _outcome(
             service,
             inputs,
@@ -132,6 +135,7 @@ def process_window(service: Service, stream_name: str, window_id: int) -> Window
             counts=counts,
             adaptation=policy.adaptation,
             gap=gap,
+            eras=eras,
         )
     finish_window(
         service,
@@ -156,14 +160,17 @@ def process_window(service: Service, stream_name: str, window_id: int) -> Window
 
 
 def _drift(
-    service: Service, inputs: WindowInputs, champion: Champion, scored: Prequential
+    service: Service, inputs: WindowInputs, champion: Champion, scored: Prequential, eras: Eras
 ) -> DriftFindings:
-    """The drift tests against the champion's reference, recorded as reports and incidents."""
+    """The drift tests against the champion's reference (each group's from its era on),
+    recorded as reports and incidents."""
     s = service.settings
     reference = load_reference(
         service.store,
         inputs.stream,
         champion.loaded,
+        seq=inputs.window.seq,
+        eras=eras,
         limit=s.reference_size,
         features=s.drift_feature_space == "penultimate",
     )
@@ -245,7 +252,7 @@ def _era_counts(service: Service, inputs: WindowInputs) -> Counts:
 
 
 def _update(
-    service: Service, inputs: WindowInputs, champion: Champion, clock: Stopwatch
+    service: Service, inputs: WindowInputs, champion: Champion, eras: Eras, clock: Stopwatch
 ) -> Decision:
     """Train a candidate from the champion on the windows it has not learned (this one and
     up to ``train_windows`` in all), gate it, promote or reject it."""
@@ -273,7 +280,13 @@ def _update(
         candidate = written.version
         with clock.stage("gate"):
             holdout = gate_holdout(service.store, inputs.stream, s)
-            report = judge(loaded.model, written.model, holdout, s)
+            earlier = {
+                v: service.version(inputs.stream.name, v).model
+                for v in recent_champions(
+                    service.store, holdout, champion.version, s.gate_chain_versions
+                )
+            }
+            report = judge(loaded.model, written.model, holdout, s, eras=eras, earlier=earlier)
     except Exception as exc:  # a crash in an update leaves the champion serving
         return update_failed(service, inputs, candidate, exc)
     return decide(service, inputs, candidate, report)
@@ -291,6 +304,7 @@ def _outcome(
     counts: Counts | None = None,
     adaptation: Adaptation | None = None,
     gap: GapCheck | None = None,
+    eras: Eras | None = None,
 ) -> WindowOutcome:
     """The window's outcome from the stages' results."""
     if cold is not None:
@@ -308,6 +322,7 @@ def _outcome(
         prequential_counts=counts or {},
         adaptation=adaptation.to_dict() if adaptation else None,
         group_gap=gap.to_dict() if gap else None,
+        eras=eras or {},
         updated=decision is not None,
         candidate=d.candidate,
         gate_passed=d.gate_passed,

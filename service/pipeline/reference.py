@@ -1,14 +1,16 @@
 """The champion's reference: what a window is compared with, loaded and embedded once.
 
-The reference windows are those whose samples describe the champion's world, newest
-first: the later windows it scored without drift, then the windows it was trained on.
-They are read in one query, as many as give ``reference_size`` held-out samples, and the
-champion runs once over the samples it never trained on, which gives both the features of
-the held-out reference (penultimate feature space) and its error history.
+The reference is the held-out samples of the latest processed windows, newest first, as
+many as give ``reference_size`` of them, each group's only from its era on
+(:mod:`service.pipeline.eras`): a swap keeps the reference whole, while a shifted group is
+compared with its new images only. The champion runs once over the samples it never
+trained on, which gives both the features of the held-out reference (penultimate feature
+space) and its error history.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.models.registry import LoadedVersion
+from service.pipeline.eras import in_era
 from service.pipeline.inputs import model_outputs
 from service.store.batches import Batch, concat, load_batch
 from service.store.engine import Store
@@ -39,34 +42,35 @@ class Reference:
     error_history: dict[str, list[bool]]
 
 
+SCAN = 200  # processed windows read back at most to fill a reference
+
+
 def _reference_windows(
-    session: Session, stream_id: int, champion: LoadedVersion, limit: int
+    session: Session, stream_id: int, seq: int, eras: Mapping[str, int], limit: int
 ) -> list[int]:
-    """The reference windows, newest first, up to the one that brings ``limit`` held-out samples."""
-    quiet = session.scalars(
-        select(Window.id)
-        .where(
-            Window.stream_id == stream_id,
-            Window.state == "processed",
-            Window.served_by == champion.version,
-            Window.drifted.is_(False),
-        )
+    """The reference windows before window number ``seq``, newest first, up to the one that
+    brings ``limit`` held-out samples of groups in their era."""
+    rows = session.execute(
+        select(Window.id, Window.seq)
+        .where(Window.stream_id == stream_id, Window.state == "processed", Window.seq < seq)
         .order_by(Window.seq.desc())
-    )
-    candidates = list(dict.fromkeys([*quiet, *sorted(champion.manifest["windows"], reverse=True)]))
-    held_out = dict(
-        session.execute(
-            select(Sample.window_id, func.count())
-            .where(
-                Sample.stream_id == stream_id,
-                Sample.window_id.in_(candidates),
-                Sample.split == "holdout",
-            )
-            .group_by(Sample.window_id)
-        ).all()
-    )
+        .limit(SCAN)
+    ).all()
+    numbers = {int(r.id): int(r.seq) for r in rows}
+    held_out: dict[int, int] = {}
+    for window_id, group, count in session.execute(
+        select(Sample.window_id, Sample.group, func.count())
+        .where(
+            Sample.stream_id == stream_id,
+            Sample.window_id.in_(list(numbers)),
+            Sample.split == "holdout",
+        )
+        .group_by(Sample.window_id, Sample.group)
+    ).all():
+        if numbers[window_id] >= eras.get(str(group), 0):
+            held_out[window_id] = held_out.get(window_id, 0) + int(count)
     chosen, n = [], 0
-    for window_id in candidates:
+    for window_id in numbers:
         chosen.append(window_id)
         n += held_out.get(window_id, 0)
         if n >= limit:
@@ -89,18 +93,35 @@ def _error_history(unseen: Batch, predictions: np.ndarray) -> dict[str, list[boo
 
 
 def load_reference(
-    store: Store, stream: Stream, champion: LoadedVersion, *, limit: int, features: bool
+    store: Store,
+    stream: Stream,
+    champion: LoadedVersion,
+    *,
+    seq: int,
+    eras: Mapping[str, int],
+    limit: int,
+    features: bool,
 ) -> Reference:
-    """The champion's reference, bounded by ``limit`` held-out samples; ``features``: embed it
-    in the champion's penultimate layer."""
+    """The reference of window number ``seq``, bounded by ``limit`` held-out samples;
+    ``features``: embed it in the champion's penultimate layer."""
     with store.session() as session:
-        windows = _reference_windows(session, stream.id, champion, limit)
+        windows = _reference_windows(session, stream.id, seq, eras, limit) or [
+            int(w) for w in champion.manifest["windows"]
+        ]
         data = load_batch(session, stream, windows)
-    trained = set(champion.manifest["windows"])
+        numbers = dict(
+            session.execute(select(Window.id, Window.seq).where(Window.id.in_(windows))).all()
+        )
+    data = data.where(in_era(data.groups, np.array([numbers[int(w)] for w in data.windows]), eras))
+    # Every window up to the champion's last trained one was learned by it or an ancestor.
+    last_trained = max((int(w) for w in champion.manifest["windows"]), default=0)
     per_window = [data.where(data.windows == w) for w in windows]
     held_out = [b.where(b.splits == "holdout") for b in per_window]
     unseen = concat(
-        [h if w in trained else b for w, b, h in zip(windows, per_window, held_out, strict=True)]
+        [
+            b if w > last_trained else h
+            for w, b, h in zip(windows, per_window, held_out, strict=True)
+        ]
     )
     holdout = concat(held_out)
     if len(holdout) > limit:

@@ -68,3 +68,12 @@ def test_concept_improvement_is_not_an_alarm() -> None:
     rng = np.random.default_rng(3)
     result = concept_drift({"a": list(rng.random(500) < 0.7)}, {"a": list(rng.random(200) < 0.05)})
     assert not result.is_drift
+
+
+def test_adwin_is_corrected_across_the_groups_tested() -> None:
+    quiet = {g: [False, True] * 100 for g in "abcdefghij"}
+    now = {g: [False, True] * 32 for g in "abcdefghij"}
+    result = concept_drift(quiet, now, delta=0.002)
+    one = concept_drift({"a": quiet["a"]}, {"a": now["a"]}, delta=0.002)
+    assert result.threshold == 0.002 / 10 and one.threshold == 0.002
+    assert not result.is_drift

@@ -268,3 +268,111 @@ def test_a_slice_that_cannot_see_twice_the_tolerance_is_not_decisive() -> None:
     assert a.min_detectable_drop == pytest.approx(5 / 100) and a.verdict == "not decisive"
     assert "smallest drop the test can see (0.050)" in a.reason
     assert report.passed  # reported, not decisive: the gap rule has one group only
+
+
+def _eras_stream() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ten windows of 100 held-out samples of A and of B; B's inputs changed at window 6."""
+    rng = np.random.default_rng(20)
+    windows = np.repeat(np.arange(1, 11), 200)
+    groups = np.tile(np.array(["A", "B"] * 100), 10)
+    return rng.integers(0, 10, len(windows)), groups, windows
+
+
+def _spread(rows: np.ndarray, n: int) -> np.ndarray:
+    assert len(rows) >= n
+    return rows[np.linspace(0, len(rows) - 1, n).astype(int)]
+
+
+def _worse(y: np.ndarray, pred: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+    """``pred`` with ``n`` of its right answers among ``rows`` made wrong, spread evenly."""
+    out = pred.copy()
+    right = _spread(rows[pred[rows] == y[rows]], n)
+    out[right] = (y[right] + 1) % 10
+    return out
+
+
+def _better(y: np.ndarray, pred: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+    out = pred.copy()
+    wrong = _spread(rows[pred[rows] != y[rows]], n)
+    out[wrong] = y[wrong]
+    return out
+
+
+def test_a_shifted_group_is_not_held_to_its_images_from_before_the_shift() -> None:
+    y, groups, windows = _eras_stream()
+    rng = np.random.default_rng(21)
+    champion = _predictions(rng, y, 0.85)
+    old_b = np.flatnonzero((groups == "B") & (windows < 6))
+    new_b = np.flatnonzero((groups == "B") & (windows >= 6))
+    # The candidate forgets B's old domain (100 of 500 go wrong) and learns its new one.
+    candidate = _better(y, _worse(y, champion, old_b, 100), new_b, 40)
+    held = run_gate(y, champion, candidate, groups, windows, GateSettings())
+    shifted = run_gate(y, champion, candidate, groups, windows, GateSettings(), eras={"B": 6})
+    print("without eras:", held.reasons)
+    print("with eras:", [(c.subject, c.difference, c.verdict) for c in shifted.before_shift])
+    assert not held.passed and "B" in held.failed_groups  # held to the gone images: rejected
+    assert shifted.passed, shifted.reasons
+    (before,) = shifted.before_shift
+    assert before.subject == "B (before its shift)" and before.verdict == "not decisive"
+    assert before.n == 500 and before.difference == -0.2
+    b = next(c for c in shifted.groups if c.subject == "B")
+    assert b.n == 500 and b.difference == 0.08 and b.verdict == "pass"
+
+
+def test_an_unshifted_group_is_still_protected_on_all_its_windows() -> None:
+    y, groups, windows = _eras_stream()
+    rng = np.random.default_rng(22)
+    champion = _predictions(rng, y, 0.85)
+    old_a = np.flatnonzero((groups == "A") & (windows < 6))
+    new_a = np.flatnonzero((groups == "A") & (windows >= 6))
+    # A forgets its old windows by more than it gains on the new ones: 15 points on 500.
+    candidate = _better(y, _worse(y, champion, old_a, 75), new_a, 10)
+    report = run_gate(y, champion, candidate, groups, windows, GateSettings(), eras={"B": 6})
+    a = next(c for c in report.groups if c.subject == "A")
+    print("A:", a.n, a.difference, a.p_value)
+    assert not report.passed and report.failed_groups == ["A"]
+    assert a.n == 1000 and a.verdict == "fail" and a.difference == -0.065
+    assert report.before_shift and report.before_shift[0].group == "B"
+
+
+def test_a_drop_on_the_recent_windows_is_not_diluted_by_the_past() -> None:
+    rng = np.random.default_rng(23)
+    windows = np.repeat(np.arange(1, 11), 1000)
+    groups = np.tile(np.array(["A", "B"] * 500), 10)
+    y = rng.integers(0, 10, len(windows))
+    champion = _predictions(rng, y, 0.9)
+    recent_a = np.flatnonzero((groups == "A") & (windows >= 8))
+    candidate = _worse(y, champion, recent_a, 150)  # 10 points on A's last 3 windows
+    report = run_gate(y, champion, candidate, groups, windows, GateSettings())
+    a = next(c for c in report.groups if c.subject == "A")
+    recent = next(c for c in report.recent if c.group == "A")
+    print("A overall", a.difference, a.verdict, "recent", recent.difference, recent.verdict)
+    assert a.difference == -0.03 and recent.n == 1500 and recent.difference == -0.1
+    assert recent.verdict == "fail" and "A" in report.failed_groups
+    assert any(
+        r.startswith("group A (recent windows): accuracy fell by 0.100") for r in report.reasons
+    )
+
+
+def test_the_chain_guard_stops_losses_adding_up_across_promotions() -> None:
+    rng = np.random.default_rng(24)
+    y = rng.integers(0, 10, 2000)
+    groups = np.array(["A", "B"] * 1000)
+    windows = np.repeat(np.arange(1, 5), 500)
+    a = np.flatnonzero(groups == "A")
+    earlier = _predictions(rng, y, 0.95)  # version 2, two promotions ago
+    champion = _worse(y, earlier, a, 18)  # version 3: 1.8 points lower on A, passed its gate
+    candidate = _worse(y, champion, a, 18)  # 1.8 more: within the tolerance of the champion
+    alone = run_gate(y, champion, candidate, groups, windows, GateSettings())
+    guarded = run_gate(
+        y, champion, candidate, groups, windows, GateSettings(), earlier={2: earlier}
+    )
+    kept = run_gate(y, champion, champion, groups, windows, GateSettings(), earlier={2: earlier})
+    chain = {c.group: c for c in guarded.chain}
+    print("chain:", {g: (c.difference, c.p_value, c.verdict) for g, c in chain.items()})
+    assert alone.passed  # each step alone is within the tolerance
+    assert not guarded.passed and guarded.failed_groups == ["A"]
+    assert chain["A"].subject == "A against version 2" and chain["A"].difference == -0.036
+    assert chain["A"].verdict == "fail" and chain["B"].verdict == "pass"
+    assert any(r.startswith("chain guard, group A against version 2") for r in guarded.reasons)
+    assert kept.passed and {c.verdict for c in kept.chain} == {"pass"}  # -1.8 points: allowed

@@ -75,6 +75,7 @@ def test_demo_schedule_is_detected_and_the_gate_rejects_the_corrupted_update(dem
     counts = status(demo_service)["streams"]["demo"]["windows"]
     assert counts == {"open": 0, "closed": 0, "processed": PLAN.windows}
     _check_incidents(demo_service, outcomes)
+    _check_the_reference_survives_swaps(demo_service, outcomes)
     # The reference is rebuilt on every swap: each window is compared with its own champion's.
     references = {(r["window"], r["reference_version"]) for r in drift_rows}
     assert references == {(o.window, o.champion_before) for o in outcomes if o.champion_before}
@@ -275,3 +276,46 @@ def test_the_adaptive_policy_opens_on_the_shift_and_reports_its_state(
     finally:
         set_service(None)
         service.close()
+
+
+def _check_the_reference_survives_swaps(service, outcomes) -> None:  # type: ignore[no-untyped-def]
+    """After a swap the reference is still the latest windows' holdout (not the one window
+    the new champion trained on), and the shifted group's part of it begins at its shift."""
+    shift = PLAN.shift_window
+    by_window = {o.window: o for o in outcomes}
+    assert by_window[shift].eras == {"B": shift}
+    assert all(o.eras.get("B") == shift for o in outcomes if o.window > shift)
+    assert all(o.eras == {} for o in outcomes if o.window < shift)
+    rows = {r["window"]: r for r in list_drift(service, "demo") if r["kind"] == "covariate"}
+    swapped = [
+        o.window + 1 for o in outcomes if o.promoted and o.champion_before and o.window + 1 in rows
+    ]
+    assert swapped, "the plan must swap champions before its last window"
+    held_out = service.settings.reference_size
+    for w in swapped:
+        row, groups = rows[w], rows[w]["per_group"]
+        print(
+            f"window {w}: reference {row['n_reference']},",
+            {g: v["n_reference"] for g, v in groups.items()},
+        )
+        assert row["n_reference"] >= min(held_out, 2 * 64)  # at least two windows' holdout
+        assert all(v["tested"] for v in groups.values())  # every group big enough to test
+        assert groups["B"]["n_reference"] == _held_out(service, "B", shift, w)
+        assert groups["A"]["n_reference"] > _held_out(service, "A", shift, w)  # all of A's past
+
+
+def _held_out(service, group: str, first: int, before: int) -> int:  # type: ignore[no-untyped-def]
+    """Held-out samples of ``group`` in windows ``first`` to ``before - 1``."""
+    with service.store.session() as session:
+        return len(
+            session.execute(
+                select(Sample.id)
+                .join(Window, Window.id == Sample.window_id)
+                .where(
+                    Sample.group == group,
+                    Sample.split == "holdout",
+                    Window.seq >= first,
+                    Window.seq < before,
+                )
+            ).all()
+        )

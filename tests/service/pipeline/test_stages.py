@@ -52,7 +52,9 @@ def test_the_reference_is_bounded_and_embedded_as_by_the_champion_alone(
     with service.store.session() as session:
         stream = service.store.stream(session, "demo")
     champion = service.version("demo", service.registry.champion(stream.id) or 0)
-    ref = load_reference(service.store, stream, champion, limit=25, features=True)
+    ref = load_reference(
+        service.store, stream, champion, seq=10**6, eras={}, limit=25, features=True
+    )
     assert len(ref.holdout) == 25
     assert set(ref.holdout.splits) == {"holdout"}
     assert ref.features is not None

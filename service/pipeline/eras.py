@@ -1,0 +1,69 @@
+"""Each group's era: the window from which its inputs are what they are now.
+
+A group's era begins at the first window of its latest run of covariate drift (windows
+in a row whose test found that group shifted, or found the whole window shifted); a group
+that never shifted has era 0. The reference and the gate use only a group's samples from
+its era on: a shifted group is compared with, and held to, its new images, never the ones
+that are gone, while every other group keeps its whole history. The eras live in each
+window's summary (``"eras"``), so a restarted learner carries them on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+Eras = dict[str, int]  # group -> number of the window its era began at (0: never shifted)
+
+
+def covariate_groups(drifted_groups: Mapping[str, list[str]], groups: Iterable[str]) -> set[str]:
+    """The groups a window's covariate test found shifted: those it named, or every group of
+    the window when only the whole window drifted.
+
+    >>> sorted(covariate_groups({"covariate": []}, ["A", "B"])), covariate_groups({}, ["A"])
+    (['A', 'B'], set())
+    """
+    if "covariate" not in drifted_groups:
+        return set()
+    return set(drifted_groups["covariate"]) or {str(g) for g in groups}
+
+
+def next_eras(
+    previous: Mapping[str, int], was_shifted: set[str], shifted: set[str], window: int
+) -> Eras:
+    """The eras after window ``window``: a group this window found shifted (``shifted``) that
+    the window before did not (``was_shifted``) begins a new era here.
+
+    >>> next_eras({}, set(), {"B"}, 6)
+    {'B': 6}
+    >>> next_eras({"B": 6}, {"B"}, {"B"}, 7), next_eras({"B": 6}, set(), {"B"}, 9)
+    ({'B': 6}, {'B': 9})
+    """
+    eras: Eras = {str(g): int(w) for g, w in previous.items()}
+    for g in shifted:
+        if g not in was_shifted or g not in eras:
+            eras[g] = window
+    return dict(sorted(eras.items()))
+
+
+def eras_after(
+    before: Mapping[str, Any], findings: Mapping[str, list[str]], groups: Iterable[str], window: int
+) -> Eras:
+    """The eras after window ``window`` from the summary of the window before (``before``,
+    ``{}`` for none) and this window's drifted groups by kind (``findings``)."""
+    was = covariate_groups(
+        before.get("drifted_groups") or {}, before.get("prequential_counts") or {}
+    )
+    return next_eras(before.get("eras") or {}, was, covariate_groups(findings, groups), window)
+
+
+def in_era(groups: np.ndarray, window_numbers: np.ndarray, eras: Mapping[str, int]) -> np.ndarray:
+    """Whether each sample (its group and window number) lies in its group's era.
+
+    >>> in_era(np.array(["A", "B", "B"]), np.array([1, 1, 7]), {"B": 6}).tolist()
+    [True, False, True]
+    """
+    start = np.array([eras.get(str(g), 0) for g in groups], dtype=np.int64)
+    return np.asarray(window_numbers, dtype=np.int64) >= start
