@@ -184,6 +184,14 @@ class Settings(BaseSettings):
         description="Level of the one-sided test that a group fell below its baseline "
         "(Bonferroni over the groups).",
     )
+    adapt_close_confidence: float = Field(
+        default=0.8,
+        gt=0.5,
+        lt=1.0,
+        description="Confidence of the lower bound on a group's accuracy over its latest "
+        "adapt_baseline_windows windows that must be within adapt_margin of its baseline for "
+        "an adaptation to close.",
+    )
     adapt_patience: int = Field(
         default=6,
         ge=1,

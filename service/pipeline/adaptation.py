@@ -4,10 +4,13 @@ An adaptation opens on drift of any kind, or when a group's prequential accuracy
 its baseline (Fisher's one-sided exact test of the window's counts against the group's
 pooled counts over the windows before, Bonferroni over the groups, and a fall of more than
 the margin). While it is open every window trains a candidate. It closes on the first
-window where no group it waits for is behind by that same test (none is below its baseline
-by more than ``adapt_margin`` beyond chance); one that stays behind for ``adapt_patience``
-windows raises ``fairness.gap`` once, naming its groups, and stays open. The state lives
-in each window's summary, so a restarted learner carries on.
+window where every group it waits for is measurably back: over its latest
+``adapt_baseline_windows`` windows, the one-sided lower confidence bound (Wilson, at
+``adapt_close_confidence``) of its accuracy is within ``adapt_margin`` of its baseline (so a
+group several points behind, which one window's ~100 samples cannot tell from its baseline,
+keeps the adaptation open). One still measurably behind after ``adapt_patience`` windows
+raises ``fairness.gap`` once, naming its groups, and stays open. The state lives in each
+window's summary, so a restarted learner carries on.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from scipy.stats import fisher_exact
+from scipy.stats import binomtest, fisher_exact
 from sqlalchemy import select
 
 from service.config import Settings
@@ -35,6 +38,7 @@ class AdaptSettings:
     alpha: float = 0.01
     patience: int = 6
     baseline_windows: int = 3
+    close_confidence: float = 0.8
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AdaptSettings:
@@ -43,6 +47,7 @@ class AdaptSettings:
             alpha=settings.adapt_alpha,
             patience=settings.adapt_patience,
             baseline_windows=settings.adapt_baseline_windows,
+            close_confidence=settings.adapt_close_confidence,
         )
 
 
@@ -59,6 +64,7 @@ class Adaptation:
     closed: int | None = None
     final: dict[str, float] = field(default_factory=dict)  # accuracy on the latest window
     behind_alerted: bool = False
+    recent: list[Counts] = field(default_factory=list)  # the latest windows' counts, oldest first
 
     @property
     def is_open(self) -> bool:
@@ -69,7 +75,10 @@ class Adaptation:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Adaptation | None:
-        return None if not data else cls(**data)
+        if not data:
+            return None
+        recent = [{g: (int(k), int(n)) for g, (k, n) in c.items()} for c in data.get("recent", [])]
+        return cls(**{**data, "recent": recent})
 
 
 @dataclass(frozen=True)
@@ -128,6 +137,26 @@ def fallen_groups(baseline: Counts, now: Counts, s: AdaptSettings) -> list[str]:
     return fallen
 
 
+def back_groups(baseline: Counts, recent: Counts, s: AdaptSettings) -> list[str]:
+    """Groups measurably back: the one-sided Wilson lower bound (at ``close_confidence``) of
+    their ``recent`` accuracy is within the margin of their baseline accuracy.
+
+    >>> back_groups({"B": (264, 300)}, {"B": (270, 300)}, AdaptSettings())
+    ['B']
+    >>> back_groups({"B": (264, 300)}, {"B": (258, 300)}, AdaptSettings())
+    []
+    """
+    back = []
+    for g, (k, n) in recent.items():
+        k0, n0 = baseline.get(g, (0, 0))
+        if not n or not n0:
+            continue
+        low = binomtest(k, n).proportion_ci(2 * s.close_confidence - 1, method="wilson").low
+        if low >= k0 / n0 - s.margin:
+            back.append(g)
+    return sorted(back)
+
+
 def step(
     previous: Adaptation | None,
     window: int,
@@ -144,16 +173,20 @@ def step(
     accuracy = _accuracy(now)
     if previous is not None and previous.is_open:
         final = {g: accuracy[g] for g in previous.groups if g in accuracy}
-        # Back = no longer measurably behind: the very test that opens one, so that a group
-        # close to its baseline is decided far from the test's threshold.
         counts = {g: (int(k), int(n)) for g, (k, n) in previous.baseline_counts.items()}
         watched = {g: now[g] for g in previous.groups if now.get(g, (0, 0))[1]}
-        # A group that sent nothing this window gives no evidence of being back.
-        back = len(watched) == len(previous.groups) and not fallen_groups(counts, watched, s)
-        if back:
-            return Step(replace(previous, closed=window, final=final))
-        carried = replace(previous, windows=previous.windows + 1, final=final)
-        behind = carried.windows >= s.patience and not carried.behind_alerted
+        recent = [*previous.recent, watched][-s.baseline_windows :]
+        latest = pooled(recent)
+        # Back only with a full run of recent windows, every watched group in it.
+        full = len(recent) == s.baseline_windows and all(g in latest for g in previous.groups)
+        if full and back_groups(counts, latest, s) == sorted(previous.groups):
+            return Step(replace(previous, closed=window, final=final, recent=recent))
+        carried = replace(previous, windows=previous.windows + 1, final=final, recent=recent)
+        behind = (
+            carried.windows >= s.patience
+            and not carried.behind_alerted
+            and bool(fallen_groups(counts, latest, s))
+        )
         return Step(replace(carried, behind_alerted=True) if behind else carried, behind)
     baseline = pooled(history[-s.baseline_windows :])
     fallen = fallen_groups(baseline, now, s)
@@ -175,6 +208,7 @@ def step(
             reason="; ".join(reasons),
             windows=1,
             final={g: accuracy[g] for g in groups if g in accuracy},
+            recent=[{g: now[g] for g in groups if now.get(g, (0, 0))[1]}],
         )
     )
 

@@ -1,16 +1,18 @@
 """Each group's era: the window from which its inputs are what they are now.
 
 A group's era begins at the first window of its latest run of covariate drift (windows
-in a row whose test found that group shifted, or found the whole window shifted); a group
-that never shifted has era 0. The reference and the gate use only a group's samples from
-its era on: a shifted group is compared with, and held to, its new images, never the ones
-that are gone, while every other group keeps its whole history. The eras live in each
-window's summary (``"eras"``), so a restarted learner carries them on.
+in a row whose test found that group shifted); a group that never shifted has era 0. A
+window whose overall test alone drifted moves no era: it does not say which group's images
+changed, and an era begun wrongly would stop protecting that group's past. The reference
+and the gate use only a group's samples from its era on: a shifted group is compared with,
+and held to, its new images, never the ones that are gone, while every other group keeps
+its whole history. The eras live in each window's summary (``"eras"``), so a restarted
+learner carries them on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -18,16 +20,13 @@ import numpy as np
 Eras = dict[str, int]  # group -> number of the window its era began at (0: never shifted)
 
 
-def covariate_groups(drifted_groups: Mapping[str, list[str]], groups: Iterable[str]) -> set[str]:
-    """The groups a window's covariate test found shifted: those it named, or every group of
-    the window when only the whole window drifted.
+def covariate_groups(drifted_groups: Mapping[str, list[str]]) -> set[str]:
+    """The groups a window's covariate test found shifted, each by its own test.
 
-    >>> sorted(covariate_groups({"covariate": []}, ["A", "B"])), covariate_groups({}, ["A"])
-    (['A', 'B'], set())
+    >>> covariate_groups({"covariate": ["B"], "label": ["A"]}), covariate_groups({"covariate": []})
+    ({'B'}, set())
     """
-    if "covariate" not in drifted_groups:
-        return set()
-    return set(drifted_groups["covariate"]) or {str(g) for g in groups}
+    return set(drifted_groups.get("covariate", []))
 
 
 def next_eras(
@@ -48,15 +47,11 @@ def next_eras(
     return dict(sorted(eras.items()))
 
 
-def eras_after(
-    before: Mapping[str, Any], findings: Mapping[str, list[str]], groups: Iterable[str], window: int
-) -> Eras:
+def eras_after(before: Mapping[str, Any], findings: Mapping[str, list[str]], window: int) -> Eras:
     """The eras after window ``window`` from the summary of the window before (``before``,
     ``{}`` for none) and this window's drifted groups by kind (``findings``)."""
-    was = covariate_groups(
-        before.get("drifted_groups") or {}, before.get("prequential_counts") or {}
-    )
-    return next_eras(before.get("eras") or {}, was, covariate_groups(findings, groups), window)
+    was = covariate_groups(before.get("drifted_groups") or {})
+    return next_eras(before.get("eras") or {}, was, covariate_groups(findings), window)
 
 
 def in_era(groups: np.ndarray, window_numbers: np.ndarray, eras: Mapping[str, int]) -> np.ndarray:

@@ -119,7 +119,7 @@ def process_window(service: Service, stream_name: str, window_id: int) -> Window
         with clock.stage("drift"):
             findings = _drift(service, inputs, champion, scored, before.get("eras") or {})
         counts = scored.counts
-        eras = eras_after(before, findings.drifted_groups, counts, inputs.window.seq)
+        eras = eras_after(before, findings.drifted_groups, inputs.window.seq)
         policy = _adapt(service, inputs, counts, findings, before, history)
         gap = _group_gap(service, inputs, counts, before)
         decision = None

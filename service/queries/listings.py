@@ -115,7 +115,7 @@ def _open_adaptation(session: Session, stream_id: int) -> dict[str, Any] | None:
     if adaptation is None or not adaptation.is_open:
         return None
     shown = adaptation.to_dict()
-    return {k: v for k, v in shown.items() if k not in ("closed", "baseline_counts")}
+    return {k: v for k, v in shown.items() if k not in ("closed", "baseline_counts", "recent")}
 
 
 def list_alerts(
