@@ -1,9 +1,10 @@
 """The adaptive update policy: keep training candidates until every affected group is back.
 
 An adaptation opens on drift of any kind, or when a group's prequential accuracy falls below
-its baseline (Fisher's one-sided exact test of the window's counts against the group's
-pooled counts over the windows before, Bonferroni over the groups, and a fall of more than
-the margin). While it is open every window trains a candidate. It closes on the first
+its baseline: Fisher's one-sided exact test of the window's counts against the group's
+pooled counts over its baseline windows, Bonferroni over the groups, and a fall of more than
+the margin. The baseline windows are the first quiet windows since the last adaptation
+closed (or since the stream began), so a slow drift is compared with where it started. While it is open every window trains a candidate. It closes on the first
 window where every group it waits for is measurably back: over its latest
 ``adapt_baseline_windows`` windows, the one-sided lower confidence bound (Wilson, at
 ``adapt_close_confidence``) of its accuracy is within ``adapt_margin`` of its baseline (so a
@@ -219,9 +220,12 @@ HISTORY_SCAN = 200  # processed windows read back at most to find a baseline
 def adaptation_history(
     store: Store, stream: Stream, seq: int, baseline_windows: int
 ) -> tuple[dict[str, Any], list[Counts]]:
-    """The summary of the window before ``seq`` (``{}`` if none), and the counts of the newest
-    ``baseline_windows`` windows before it that neither drifted nor were under an open
-    adaptation (the windows before a change), oldest first."""
+    """The summary of the window before ``seq`` (``{}`` if none), and the counts of the
+    baseline windows, oldest first: the first ``baseline_windows`` quiet windows (neither
+    drifted nor under an open adaptation) since the last adaptation closed, or since the
+    stream began. The baseline is anchored there, so a group that drifts slowly is compared
+    with where it started, not with its own recent past; with fewer quiet windows since,
+    the newest quiet windows before make it up."""
     with store.session() as session:
         summaries = session.scalars(
             select(Window.summary)
@@ -230,7 +234,9 @@ def adaptation_history(
             .limit(HISTORY_SCAN)
         ).all()
     previous = (summaries[0] or {}) if summaries else {}
-    history: list[Counts] = []
+    since: list[Counts] = []  # quiet windows since the last close, newest first
+    earlier: list[Counts] = []  # quiet windows before it, newest first
+    closed = False
     for summary in summaries:
         summary = summary or {}
         adaptation = Adaptation.from_dict(summary.get("adaptation"))
@@ -239,7 +245,10 @@ def adaptation_history(
         }
         drifted = any(summary.get("drift", {}).values())
         if counts and not drifted and (adaptation is None or not adaptation.is_open):
-            history.append(counts)
-        if len(history) == baseline_windows:
+            (earlier if closed else since).append(counts)
+        closed = closed or (adaptation is not None and adaptation.closed == summary.get("window"))
+        if closed and len(since) + len(earlier) >= baseline_windows:
             break
-    return previous, history[::-1]
+    if len(since) >= baseline_windows:
+        return previous, since[::-1][:baseline_windows]
+    return previous, (since + earlier)[:baseline_windows][::-1]
