@@ -6,7 +6,7 @@ fed through the service's real code: ``ingest`` and ``process_pending``, the cal
 tasks make, on a fresh SQLite store with the default settings. Only the update policy differs
 between the four runs of each scenario:
 
-- ``policy``: the adaptive policy (``update_policy=adaptive``, every other setting default);
+- ``policy``: the service's defaults (the adaptive policy, ``update_policy=adaptive``);
 - ``never``: no update after version 1 (``manual``);
 - ``naive``: fine-tuning on every window (``every_window``, strategy ``naive``);
 - ``on_drift_one_window``: the policy of main before issue 13 (``on_drift``, one window).
@@ -63,7 +63,7 @@ SHIFTED = "C"
 WINDOW = 256
 RECOVERED = 0.03
 POLICIES: dict[str, dict[str, Any]] = {
-    "policy": {"update_policy": "adaptive"},
+    "policy": {},  # the defaults: the adaptive policy
     "never": {"update_policy": "manual"},
     "naive": {"update_policy": "every_window", "strategy": "naive", "strategy_params": {}},
     "on_drift_one_window": {"update_policy": "on_drift", "train_windows": 1},

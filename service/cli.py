@@ -100,7 +100,7 @@ def _service() -> Service:
 
 @cli.command()
 def run(
-    windows: Annotated[int, typer.Option(help="Windows in the demo stream (at least 10).")] = 12,
+    windows: Annotated[int, typer.Option(help="Windows in the demo stream (at least 10).")] = 20,
     stream: Annotated[str, typer.Option(help="Stream name of the demo.")] = "demo",
     reset: Annotated[
         bool,

@@ -159,9 +159,9 @@ class Settings(BaseSettings):
         default_factory=dict, description="Settings of the strategy, e.g. mem_size."
     )
     update_policy: UpdatePolicy = Field(
-        default="on_drift",
+        default="adaptive",
         description="When a window trains: on_drift, adaptive (from a drift or a group's fall "
-        "until no affected group is behind), every_window or manual.",
+        "until every affected group is back; the default), every_window or manual.",
     )
     train_windows: int = Field(
         default=1,

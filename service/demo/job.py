@@ -94,9 +94,8 @@ def gate_margins(
     """
     if "groups" not in report:
         return None
-    deciding = [
-        c for c in [*report["groups"], *report["windows"]] if c["verdict"] != "not decisive"
-    ]
+    slices = [*report["groups"], *report.get("recent", []), *report["windows"]]
+    deciding = [c for c in slices if c["verdict"] != "not decisive"]
     ranked = sorted(deciding, key=lambda c: c["p_value"])
     alpha = 1.0 - confidence
     holm = {id(c): alpha / (len(ranked) - rank) for rank, c in enumerate(ranked)}
@@ -111,7 +110,7 @@ def gate_margins(
         ]
 
     return GateMargins(
-        groups=margins(report["groups"]),
+        groups=margins([*report["groups"], *report.get("recent", [])]),
         windows=margins(report["windows"]),
         gap_change=report["candidate_gap"] - report["champion_gap"],
         max_gap_increase=max_gap_increase,

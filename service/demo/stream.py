@@ -35,7 +35,7 @@ class DemoPlan:
     ``B`` -0.29 at p=1e-24 against a Holm level of 0.005), on any machine.
     """
 
-    windows: int = 12
+    windows: int = 20
     window_size: int = 256
     shift_window: int = 3
     shift_group: str = "B"

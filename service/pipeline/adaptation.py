@@ -4,9 +4,10 @@ An adaptation opens on drift of any kind, or when a group's prequential accuracy
 its baseline: Fisher's one-sided exact test of the window's counts against the group's
 pooled counts over its baseline windows, Bonferroni over the groups, and a fall of more than
 the margin. The baseline windows are the first quiet windows since the last adaptation
-closed (or since the stream began), so a slow drift is compared with where it started. While it is open every window trains a candidate. It closes on the first
-window where every group it waits for is measurably back: over its latest
-``adapt_baseline_windows`` windows, the one-sided lower confidence bound (Wilson, at
+closed (or since the stream began), so a slow drift is compared with where it started.
+While it is open every window trains a candidate. It closes on the first window where
+every group it waits for is measurably back: over its latest ``adapt_baseline_windows``
+windows, the one-sided lower confidence bound (Wilson, at
 ``adapt_close_confidence``) of its accuracy is within ``adapt_margin`` of its baseline (so a
 group several points behind, which one window's ~100 samples cannot tell from its baseline,
 keeps the adaptation open). One still measurably behind after ``adapt_patience`` windows
@@ -88,6 +89,7 @@ class Step:
 
     adaptation: Adaptation | None
     fell_behind: bool = False
+    behind: dict[str, float] = field(default_factory=dict)  # group -> accuracy, recent windows
 
     @property
     def trains(self) -> bool:
@@ -183,12 +185,14 @@ def step(
         if full and back_groups(counts, latest, s) == sorted(previous.groups):
             return Step(replace(previous, closed=window, final=final, recent=recent))
         carried = replace(previous, windows=previous.windows + 1, final=final, recent=recent)
-        behind = (
-            carried.windows >= s.patience
-            and not carried.behind_alerted
-            and bool(fallen_groups(counts, latest, s))
-        )
-        return Step(replace(carried, behind_alerted=True) if behind else carried, behind)
+        fallen = fallen_groups(counts, latest, s)
+        if carried.windows >= s.patience and not carried.behind_alerted and fallen:
+            return Step(
+                replace(carried, behind_alerted=True),
+                True,
+                {g: _accuracy(latest)[g] for g in fallen},
+            )
+        return Step(carried)
     baseline = pooled(history[-s.baseline_windows :])
     fallen = fallen_groups(baseline, now, s)
     if not drifted and not fallen:
@@ -220,12 +224,8 @@ HISTORY_SCAN = 200  # processed windows read back at most to find a baseline
 def adaptation_history(
     store: Store, stream: Stream, seq: int, baseline_windows: int
 ) -> tuple[dict[str, Any], list[Counts]]:
-    """The summary of the window before ``seq`` (``{}`` if none), and the counts of the
-    baseline windows, oldest first: the first ``baseline_windows`` quiet windows (neither
-    drifted nor under an open adaptation) since the last adaptation closed, or since the
-    stream began. The baseline is anchored there, so a group that drifts slowly is compared
-    with where it started, not with its own recent past; with fewer quiet windows since,
-    the newest quiet windows before make it up."""
+    """The summary of the window before ``seq`` (``{}`` if none), and the counts of its
+    baseline windows (:func:`baseline_history`) among the processed windows before it."""
     with store.session() as session:
         summaries = session.scalars(
             select(Window.summary)
@@ -234,11 +234,20 @@ def adaptation_history(
             .limit(HISTORY_SCAN)
         ).all()
     previous = (summaries[0] or {}) if summaries else {}
+    return previous, baseline_history([s or {} for s in summaries], baseline_windows)
+
+
+def baseline_history(summaries: list[dict[str, Any]], baseline_windows: int) -> list[Counts]:
+    """The counts of the baseline windows, oldest first, from window summaries newest first:
+    the first ``baseline_windows`` quiet windows (neither drifted nor under an open
+    adaptation) since the last adaptation closed, or since the stream began. The baseline
+    is anchored there, so a group that drifts slowly is compared with where it started,
+    not with its own recent past; with fewer quiet windows since, the newest quiet windows
+    before make it up."""
     since: list[Counts] = []  # quiet windows since the last close, newest first
     earlier: list[Counts] = []  # quiet windows before it, newest first
     closed = False
     for summary in summaries:
-        summary = summary or {}
         adaptation = Adaptation.from_dict(summary.get("adaptation"))
         counts = {
             g: (int(k), int(n)) for g, (k, n) in summary.get("prequential_counts", {}).items()
@@ -250,5 +259,5 @@ def adaptation_history(
         if closed and len(since) + len(earlier) >= baseline_windows:
             break
     if len(since) >= baseline_windows:
-        return previous, since[::-1][:baseline_windows]
-    return previous, (since + earlier)[:baseline_windows][::-1]
+        return since[::-1][:baseline_windows]
+    return (since + earlier)[:baseline_windows][::-1]

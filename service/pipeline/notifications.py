@@ -45,17 +45,15 @@ def candidate_rejected(
         )
 
 
-def adaptation_behind(store: Store, stream: Stream, window: int, adaptation: Adaptation) -> None:
-    """``fairness.gap``: an adaptation's groups are still below their baselines after its
-    patience; it stays open and keeps training."""
-    behind = {
-        g: (adaptation.final.get(g), adaptation.baseline[g])
-        for g in adaptation.groups
-        if adaptation.final.get(g, 0.0) < adaptation.baseline[g]
-    }
+def adaptation_behind(
+    store: Store, stream: Stream, window: int, adaptation: Adaptation, behind: dict[str, float]
+) -> None:
+    """``fairness.gap``: groups of an adaptation still measurably below their baselines after
+    its patience (``behind``: their accuracy over the latest windows); it stays open and
+    keeps training."""
     shown = ", ".join(
-        f"{g} {now if now is not None else '-'} (baseline {base})"
-        for g, (now, base) in behind.items()
+        f"{g} {acc} over the latest windows (baseline {adaptation.baseline.get(g)})"
+        for g, acc in sorted(behind.items())
     )
     subject = f"{stream.name} adaptation from window {adaptation.opened}"
     with store.session() as session:

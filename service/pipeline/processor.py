@@ -233,7 +233,7 @@ def _adapt(
     )
     if policy.fell_behind and policy.adaptation is not None:
         notifications.adaptation_behind(
-            service.store, inputs.stream, inputs.window.seq, policy.adaptation
+            service.store, inputs.stream, inputs.window.seq, policy.adaptation, policy.behind
         )
     return policy
 

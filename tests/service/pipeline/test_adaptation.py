@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from service.pipeline.adaptation import Adaptation, AdaptSettings, fallen_groups, pooled, step
+from service.pipeline.adaptation import (
+    Adaptation,
+    AdaptSettings,
+    baseline_history,
+    fallen_groups,
+    pooled,
+    step,
+)
 
 S = AdaptSettings()
 BEFORE = [{"A": (90, 100), "B": (88, 100)}] * 3  # A 0.90, B 0.88 before the change
@@ -86,3 +93,22 @@ def test_a_window_without_the_watched_group_does_not_close_it() -> None:
     )
     result = step(adaptation, 4, {"A": (90, 100)}, BEFORE, set(), False, S)
     assert result.trains and result.adaptation is not None and result.adaptation.closed is None
+
+
+def _summary(window: int, correct: int, **extra: object) -> dict[str, object]:
+    return {"window": window, "prequential_counts": {"B": [correct, 100]}, **extra}
+
+
+def test_the_baseline_is_anchored_where_the_stream_was_last_back() -> None:
+    # A slow drift: B falls a point a window from 95 at window 1; nothing drifted.
+    slow = [_summary(w, 96 - w) for w in range(12, 0, -1)]  # newest first
+    assert [c["B"][0] for c in baseline_history(slow, 3)] == [95, 94, 93]  # windows 1-3
+    # After an adaptation that closed at window 20, the baseline starts there.
+    closed = Adaptation(15, ["B"], {"B": 0.9}, "drift in B", closed=20)
+    after = [_summary(22, 88), _summary(21, 89), _summary(20, 90, adaptation=closed.to_dict())]
+    opened = Adaptation(15, ["B"], {"B": 0.9}, "drift in B")
+    during = [_summary(w, 60, adaptation=opened.to_dict()) for w in range(19, 14, -1)]
+    history = baseline_history(after + during + slow, 3)
+    assert [c["B"][0] for c in history] == [90, 89, 88]
+    # With fewer quiet windows since the close, the newest quiet ones before make it up.
+    assert [c["B"][0] for c in baseline_history(after[1:] + during + slow, 3)] == [84, 90, 89]
