@@ -1,6 +1,15 @@
-"""The small convolutional classifier every learner trains, and how its inputs are scaled."""
+"""What every classifier a learner trains offers (penultimate features and a linear head),
+the small convolutional network of the demo, and how inputs are scaled.
+
+Library models (torchvision, timm) are in :mod:`learners.architectures`; :func:`build_model`
+builds either by name.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -9,7 +18,32 @@ _MIN_INPUT_SIZE = 8
 TOO_SMALL = "input_size must be >= {minimum}, got {input_size}"
 
 
-class SmallCNN(nn.Module):
+SMALL_CNN = "small_cnn"
+
+
+class Classifier(nn.Module):
+    """A classifier as learners see it: float pixels in [0, 1] to penultimate features
+    (what drift detectors, replay and explanations look at), and a linear head on them.
+
+    ``arch`` is what :func:`build_model` needs to build it again (the manifest's ``arch``).
+    """
+
+    arch: dict[str, Any]
+
+    @property
+    def head(self) -> nn.Linear:
+        raise NotImplementedError
+
+    def features(self, x: Tensor) -> Tensor:
+        """Penultimate activations (N, D) for float images (N, C, H, W) in [0, 1]."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class logits (N, n_classes) for float images (N, C, H, W) in [0, 1]."""
+        return self.head(self.features(x))
+
+
+class SmallCNN(Classifier):
     """Two conv blocks, a hidden layer and a linear classifier: small enough to retrain on a CPU."""
 
     def __init__(
@@ -30,24 +64,68 @@ class SmallCNN(nn.Module):
         side = input_size // 2 // 2
         self.hidden = nn.Sequential(nn.Linear(32 * side * side, hidden), nn.ReLU())
         self.classifier = nn.Linear(hidden, n_classes)
+        self.arch = {
+            "name": SMALL_CNN,
+            "n_classes": n_classes,
+            "in_channels": in_channels,
+            "input_size": input_size,
+        }
+
+    @property
+    def head(self) -> nn.Linear:
+        return self.classifier
 
     def features(self, x: Tensor) -> Tensor:
         """Penultimate activations (N, hidden): what drift detectors and replay look at."""
         return self.hidden(self.body(x))
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Class logits (N, n_classes) for float images (N, C, H, W) in [0, 1]."""
-        return self.classifier(self.features(x))
 
-
-def build_model(*, n_classes: int, in_channels: int, input_size: int, seed: int) -> SmallCNN:
-    """A freshly initialised SmallCNN whose weights depend only on `seed`.
+def build_model(
+    *,
+    n_classes: int,
+    in_channels: int,
+    input_size: int,
+    seed: int,
+    name: str = SMALL_CNN,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    weights: Mapping[str, Tensor] | Path | None = None,
+) -> Classifier:
+    """A classifier by architecture ``name`` whose fresh weights depend only on ``seed``, or
+    whose weights come from ``weights`` (a state dict in the library's own layout, or a local
+    file; see :func:`learners.architectures.build_classifier`).
 
     The seed is applied inside a forked RNG so the caller's global random state is untouched.
+    Manifests written before architectures had names build the SmallCNN, as they always did.
     """
+    model: Classifier
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return SmallCNN(n_classes=n_classes, in_channels=in_channels, input_size=input_size)
+        if name == SMALL_CNN and weights is None:
+            model = SmallCNN(n_classes=n_classes, in_channels=in_channels, input_size=input_size)
+        else:
+            from learners.architectures import build_classifier
+
+            model = build_classifier(
+                name,
+                n_classes=n_classes,
+                in_channels=in_channels,
+                input_size=input_size,
+                mean=mean,
+                std=std,
+                weights=weights,
+            )
+    model.arch = {
+        "name": name,
+        "n_classes": n_classes,
+        "in_channels": in_channels,
+        "input_size": input_size,
+    }
+    if name != SMALL_CNN:
+        from learners.architectures import normalisation_of
+
+        model.arch["mean"], model.arch["std"] = normalisation_of(model, in_channels)
+    return model
 
 
 def to_float(x: Tensor) -> Tensor:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from learners.experience import make_experience
-from learners.models import SmallCNN, to_float
+from learners.models import Classifier, to_float
 from learners.strategies import build_strategy, needs_groups, quiet_avalanche
 from learners.strategy_state import (
     StrategyState,
@@ -28,7 +28,7 @@ from learners.strategy_state import (
 class UpdateResult:
     """The trained candidate (a new model), the strategy's new state, and the seconds it took."""
 
-    model: SmallCNN
+    model: Classifier
     state: StrategyState
     seconds: float
 
@@ -73,7 +73,7 @@ def seeded(seed: int) -> Iterator[None]:
 
 
 def train_update(
-    model: SmallCNN,
+    model: Classifier,
     x: Tensor,
     y: Tensor,
     *,

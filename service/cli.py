@@ -619,6 +619,25 @@ def rollback(
     typer.echo(f"{stream}: champion v{result['champion']} (was v{result['previous']})")
 
 
+@cli.command()
+def export(
+    version: Annotated[int, typer.Argument(help="Version to export.")],
+    out: Annotated[Path, typer.Option(help="File (or folder) to write.")],
+    stream: StreamOption = DEFAULT_STREAM,
+    format: Annotated[str, typer.Option(help="safetensors, onnx or torchscript.")] = "onnx",
+    json_out: JsonOption = False,
+) -> None:
+    """Write a version for production (its files checked first), as
+    GET /v1/models/{version}/artifact does; the preprocessing goes in its metadata."""
+    from service.models.export import export_version
+
+    artifact = export_version(_service(), stream, version, format, out)
+    if json_out:
+        _print_json(artifact.to_dict())
+        return
+    typer.echo(f"{stream}: v{version} written as {format} to {artifact.path}")
+
+
 REPORT_TWO_STREAMS = "report names two streams, {positional!r} and --stream {option!r}: give one"
 
 

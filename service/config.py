@@ -119,6 +119,24 @@ class Settings(BaseSettings):
     input_size: int = Field(
         default=28, ge=8, le=256, description="Height and width the model sees."
     )
+    model_arch: str = Field(
+        default="small_cnn",
+        description="Architecture of a new stream's version 1: small_cnn, "
+        "torchvision:<model> or timm:<model>.",
+    )
+    model_weights: Path | None = Field(
+        default=None,
+        description="Local weights file version 1 starts from (safetensors, or a state dict "
+        "for torch.load(weights_only=True)); nothing is ever downloaded.",
+    )
+    input_mean: Annotated[list[float], NoDecode] | None = Field(
+        default=None,
+        description="Per-channel mean the model subtracts (comma-separated; none: 0).",
+    )
+    input_std: Annotated[list[float], NoDecode] | None = Field(
+        default=None,
+        description="Per-channel std the model divides by (comma-separated; none: 1).",
+    )
 
     # Ingest limits
     max_samples_per_call: int = Field(default=1024, ge=1, description="Samples in one ingest call.")
@@ -413,6 +431,14 @@ class Settings(BaseSettings):
             except json.JSONDecodeError:
                 raise ValueError(BAD_CLASSES) from None
         return [name.strip() for name in text.split(",") if name.strip()]
+
+    @field_validator("input_mean", "input_std", mode="before")
+    @classmethod
+    def _numbers_from_text(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip().strip("[]")
+            return [v.strip() for v in text.split(",") if v.strip()] or None
+        return value
 
     @field_validator("database_url", mode="before")
     @classmethod

@@ -22,7 +22,7 @@ from http import HTTPStatus
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -514,6 +514,46 @@ def get_model(version: VersionPath, service: ServiceDep, stream: StreamQuery) ->
         if model["version"] == version:
             return model
     raise ModelNotFound(f"stream {stream!r} has no version {version}")
+
+
+@router.get(
+    "/v1/models/{version}/artifact",
+    dependencies=operator,
+    tags=["models"],
+    summary="A version exported as safetensors, ONNX or TorchScript (operator token)",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {"schema": {"type": "string"}}}},
+        **_errors(401, 404, 422),
+    },
+)
+def get_artifact(
+    version: VersionPath,
+    service: ServiceDep,
+    stream: StreamQuery,
+    format: Annotated[
+        Literal["safetensors", "onnx", "torchscript"], Query(description="Artifact format.")
+    ] = "onnx",
+) -> Response:
+    """Operator token, because weights can leak training data. The preprocessing is in the
+    artifact's metadata and in the ``X-Learnstream-Metadata`` header (JSON)."""
+    import json
+    import tempfile
+    from pathlib import Path as FilePath
+
+    from service.models.export import export_version
+
+    with tempfile.TemporaryDirectory(prefix="learnstream-export-") as folder:
+        artifact = export_version(service, stream, version, format, FilePath(folder))
+        content = artifact.path.read_bytes()
+    return Response(
+        content,
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="{artifact.path.name}"',
+            "X-Learnstream-Metadata": json.dumps(artifact.metadata),
+        },
+    )
 
 
 @router.post(

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from service.context import Service
 from service.errors import InvalidRequest, ModelNotFound
+from service.models.registry import LoadedVersion
 from service.store.schema import ModelVersion
 from service.store.streams import champion_version
 
@@ -53,13 +54,24 @@ def _stored_digests(session: Session, stream_id: int, stream: str, version: int)
     return dict(digests)
 
 
-def _check_files(service: Service, stream: str, version: int, digests: dict[str, str]) -> None:
+def _check_files(
+    service: Service, stream: str, version: int, digests: dict[str, str]
+) -> LoadedVersion:
     """Load ``version`` from disk (uncached, so its files are read now): raises
     :class:`ModelNotFound` when it is missing, a file does not match the manifest, or the
     manifest does not match what the store recorded."""
     loaded = service.registry.load(stream, version)
     if loaded.manifest["digests"] != digests:
         raise ModelNotFound(MANIFEST_MISMATCH.format(stream=stream, version=version))
+    return loaded
+
+
+def load_checked(service: Service, stream: str, version: int) -> LoadedVersion:
+    """``version`` of ``stream`` read from disk, its files checked as a promotion checks them."""
+    with service.store.session() as session:
+        stream_id = service.store.stream(session, stream).id
+        digests = _stored_digests(session, stream_id, stream, version)
+    return _check_files(service, stream, version, digests)
 
 
 def promote(

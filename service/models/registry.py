@@ -24,7 +24,7 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from sqlalchemy import delete, func, select, update
 
-from learners.models import SmallCNN, build_model
+from learners.models import Classifier, build_model
 from learners.strategy_state import StrategyState, load_state, save_state
 from service.errors import ModelNotFound
 from service.store.engine import Store
@@ -46,7 +46,7 @@ class LoadedVersion:
     """A version read back from disk: the model in eval mode, its strategy state and manifest."""
 
     version: int
-    model: SmallCNN
+    model: Classifier
     state: StrategyState
     manifest: dict[str, Any]
 
@@ -94,7 +94,7 @@ class Registry:
     def create_version(
         self,
         stream: Stream,
-        model: SmallCNN,
+        model: Classifier,
         state: StrategyState,
         *,
         parent: int | None,

@@ -57,15 +57,19 @@ def bootstrap(service: Service, inputs: WindowInputs, clock: Stopwatch) -> Boots
             f"waiting for {s.bootstrap_samples} training samples "
             f"to train version 1 ({len(samples)} so far)",
         )
-    model = build_model(
-        n_classes=len(stream.classes),
-        in_channels=stream.channels,
-        input_size=stream.size,
-        seed=s.seed,
-    )
     run = TrainingRun.for_window(s, inputs.window.seq, epochs=s.bootstrap_epochs)
     candidate = None
     try:
+        model = build_model(
+            n_classes=len(stream.classes),
+            in_channels=stream.channels,
+            input_size=stream.size,
+            seed=s.seed,
+            name=s.model_arch,
+            weights=s.model_weights,
+            mean=s.input_mean,
+            std=s.input_std,
+        )
         with clock.stage("update"):
             trained = train(s, model, samples, None, run)
         written = write_candidate(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from learners.models import SmallCNN, to_float
+from learners.models import Classifier, to_float
 from service.context import Service
 from service.models.registry import LoadedVersion
 from service.store.batches import Batch, load_batch
@@ -57,7 +57,7 @@ class WindowInputs:
         return None if self.champion is None else self.champion.version
 
 
-def model_outputs(model: SmallCNN, x: torch.Tensor, *, features: bool) -> ModelOutputs:
+def model_outputs(model: Classifier, x: torch.Tensor, *, features: bool) -> ModelOutputs:
     """Predictions, probabilities and (if ``features``) penultimate features of ``model`` on
     images ``x``, from one forward pass in eval mode without gradients."""
     was_training = model.training
@@ -67,7 +67,7 @@ def model_outputs(model: SmallCNN, x: torch.Tensor, *, features: bool) -> ModelO
         with torch.no_grad():
             for start in range(0, max(len(x), 1), FORWARD_BATCH):
                 h = model.features(to_float(x[start : start + FORWARD_BATCH]))
-                probabilities.append(torch.softmax(model.classifier(h), dim=1))
+                probabilities.append(torch.softmax(model.head(h), dim=1))
                 hidden.append(h.float())
     finally:
         model.train(was_training)

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from learners.models import SmallCNN, to_float
+from learners.models import Classifier, to_float
 from learners.strategy_state import StrategyState
 from learners.update import UpdateResult, train_update
 from service.config import Settings
@@ -53,7 +53,7 @@ class Candidate:
     """A trained candidate written to the registry (status ``candidate``)."""
 
     version: int
-    model: SmallCNN
+    model: Classifier
 
 
 def should_update(settings: Settings, drifted: bool, adaptation: Step) -> bool:
@@ -87,7 +87,7 @@ def training_windows(
 
 def train(
     settings: Settings,
-    model: SmallCNN,
+    model: Classifier,
     samples: Batch,
     state: StrategyState | None,
     run: TrainingRun,
@@ -128,10 +128,6 @@ def write_candidate(
         strategy=settings.strategy,
         params=run.manifest_params(settings.strategy_params),
         windows=[int(w) for w in windows],
-        arch={
-            "n_classes": len(stream.classes),
-            "in_channels": stream.channels,
-            "input_size": stream.size,
-        },
+        arch=trained.model.arch,
     )
     return Candidate(version, trained.model)

@@ -516,6 +516,7 @@ def test_openapi_lists_every_endpoint_with_typed_bodies(client: TestClient) -> N
         "/v1/models": {"get"},
         "/v1/models/{version}": {"get"},
         "/v1/models/{version}/promote": {"post"},
+        "/v1/models/{version}/artifact": {"get"},
         "/v1/models/rollback": {"post"},
         "/metrics": {"get"},
         "/dashboard": {"get"},
