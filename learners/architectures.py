@@ -50,6 +50,9 @@ class LibraryClassifier(Classifier):
     def head(self) -> nn.Linear:
         return self.classifier
 
+    def blocks(self) -> list[nn.Module]:
+        return [b for b in self.backbone.children() if any(True for _ in b.parameters())]
+
     def features(self, x: Tensor) -> Tensor:
         mean, std = self.get_buffer("mean"), self.get_buffer("std")
         return torch.flatten(self.backbone((x - mean) / std), 1)

@@ -5,7 +5,8 @@
   for online class-incremental streams) leaves out of the replay loader the buffer groups
   whose class occurs in the last mini-batch; here every experience holds every class, so that
   would drop most of the buffer at random. Its buffer groups may also be (group, class) pairs,
-  which MIR's `int(key)` cannot read.
+  which MIR's `int(key)` cannot read. Its virtual step differentiates the trainable
+  parameters only, so it works with a frozen backbone.
 * `CPUSynapticIntelligencePlugin`: SynapticIntelligencePlugin that works on a CPU (see there).
 
 The first two rebuild their replay loader from their memory alone (`reset_loader`), so a
@@ -14,7 +15,11 @@ restored plugin continues exactly as one that never stopped.
 
 from __future__ import annotations
 
+import copy
+
+import torch
 from avalanche.benchmarks.utils.data_loader import GroupBalancedInfiniteDataLoader
+from avalanche.models.utils import avalanche_forward
 from avalanche.training.plugins import AGEMPlugin, MIRPlugin, SynapticIntelligencePlugin
 from avalanche.training.plugins.mir import cycle
 from avalanche.training.utils import ParamData
@@ -53,7 +58,35 @@ class GroupAwareAGEMPlugin(AGEMPlugin):
 
 
 class DomainMIRPlugin(MIRPlugin):
-    """MIRPlugin replaying from its whole buffer (see the module docstring)."""
+    """MIRPlugin replaying from its whole buffer (see the module docstring), also for a model
+    whose backbone is frozen."""
+
+    def before_backward(self, strategy, **kwargs) -> None:
+        # Avalanche 0.6 differentiates the loss with respect to every parameter, which
+        # autograd refuses when some are frozen (training the head or the last block only).
+        # Same selection as MIRPlugin.before_backward; the virtual step moves trainable ones.
+        if self.replay_loader is None:
+            return
+        x, y, tid = (t.to(strategy.device) for t in next(self.replay_loader))
+        model = strategy.model
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        grads = iter(
+            torch.autograd.grad(strategy.loss, trainable, retain_graph=True, allow_unused=True)
+        )
+        virtual = copy.deepcopy(model)
+        lr = strategy.optimizer.param_groups[0]["lr"]
+        for original, moved in zip(model.parameters(), virtual.parameters(), strict=True):
+            grad = next(grads) if original.requires_grad else None
+            if grad is not None:
+                moved.data = moved.data - lr * grad
+        criterion = strategy._criterion
+        with torch.no_grad():
+            reduction, criterion.reduction = criterion.reduction, "none"
+            before = criterion(avalanche_forward(model, x, tid), y)
+            after = criterion(avalanche_forward(virtual, x, tid), y)
+            chosen = torch.argsort(after - before)[len(x) - self.batch_size_mem :]
+            criterion.reduction = reduction
+        strategy.loss += criterion(avalanche_forward(model, x[chosen], tid[chosen]), y[chosen])
 
     def after_training_exp(self, strategy, **kwargs) -> None:
         self.storage_policy.update(strategy, **kwargs)

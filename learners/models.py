@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +19,8 @@ TOO_SMALL = "input_size must be >= {minimum}, got {input_size}"
 
 
 SMALL_CNN = "small_cnn"
+TrainLayers = Literal["all", "last-block", "head"]
+TRAIN_LAYERS: tuple[TrainLayers, ...] = ("all", "last-block", "head")
 
 
 class Classifier(nn.Module):
@@ -33,6 +35,35 @@ class Classifier(nn.Module):
     @property
     def head(self) -> nn.Linear:
         raise NotImplementedError
+
+    def blocks(self) -> list[nn.Module]:
+        """The feature extractor's top-level blocks that hold parameters, input first."""
+        raise NotImplementedError
+
+    def train_only(self, layers: TrainLayers) -> None:
+        """Train ``all`` parameters, the ``head`` only, or the head and the ``last-block``;
+        frozen blocks stop taking gradients and stay in eval mode (batch-norm statistics
+        included) whatever ``train()`` is called with."""
+        if layers not in TRAIN_LAYERS:
+            raise ValueError(f"train: {layers!r} is not one of {', '.join(TRAIN_LAYERS)}")
+        trainable: dict[str, list[nn.Module]] = {
+            "all": [self],
+            "head": [self.head],
+            "last-block": [self.head, self.blocks()[-1]],
+        }
+        for parameter in self.parameters():
+            parameter.requires_grad_(layers == "all")
+        for module in trainable[layers]:
+            for parameter in module.parameters():
+                parameter.requires_grad_(True)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> Classifier:
+        super().train(mode)
+        for block in self.blocks():
+            if not any(p.requires_grad for p in block.parameters()):
+                block.eval()
+        return self
 
     def features(self, x: Tensor) -> Tensor:
         """Penultimate activations (N, D) for float images (N, C, H, W) in [0, 1]."""
@@ -75,6 +106,9 @@ class SmallCNN(Classifier):
     def head(self) -> nn.Linear:
         return self.classifier
 
+    def blocks(self) -> list[nn.Module]:
+        return [self.body, self.hidden]
+
     def features(self, x: Tensor) -> Tensor:
         """Penultimate activations (N, hidden): what drift detectors and replay look at."""
         return self.hidden(self.body(x))
@@ -90,13 +124,15 @@ def build_model(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     weights: Mapping[str, Tensor] | Path | None = None,
+    train: TrainLayers = "all",
 ) -> Classifier:
     """A classifier by architecture ``name`` whose fresh weights depend only on ``seed``, or
     whose weights come from ``weights`` (a state dict in the library's own layout, or a local
     file; see :func:`learners.architectures.build_classifier`).
 
     The seed is applied inside a forked RNG so the caller's global random state is untouched.
-    Manifests written before architectures had names build the SmallCNN, as they always did.
+    ``train``: which layers learn (:meth:`Classifier.train_only`). Manifests written before
+    architectures had names build the SmallCNN, as they always did.
     """
     model: Classifier
     with torch.random.fork_rng(devices=[]):
@@ -121,6 +157,9 @@ def build_model(
         "in_channels": in_channels,
         "input_size": input_size,
     }
+    if train != "all":  # manifests of fully trained models stay as they always were
+        model.train_only(train)
+        model.arch["train"] = train
     if name != SMALL_CNN:
         from learners.architectures import normalisation_of
 

@@ -129,6 +129,11 @@ class Settings(BaseSettings):
         description="Local weights file version 1 starts from (safetensors, or a state dict "
         "for torch.load(weights_only=True)); nothing is ever downloaded.",
     )
+    train_layers: Literal["all", "last-block", "head"] = Field(
+        default="all",
+        description="Layers a new stream's models learn: all, last-block (and the head) or "
+        "head (a frozen backbone, the sensible choice for a large model on a CPU).",
+    )
     input_mean: Annotated[list[float], NoDecode] | None = Field(
         default=None,
         description="Per-channel mean the model subtracts (comma-separated; none: 0).",

@@ -31,6 +31,8 @@ AlertKind = Literal[
     "fairness.gap",
     "ingest.rejected",
     "update.failed",
+    "model.promoted",
+    "model.rolled_back",
 ]
 Severity = Literal["info", "warning", "critical"]
 _LOG_LEVEL = {"info": logging.INFO, "warning": logging.WARNING, "critical": logging.ERROR}
@@ -68,6 +70,30 @@ def raise_alert(
         extra={"alert_id": alert.id, "alert_kind": kind, "subject": subject},
     )
     return alert
+
+
+def record_event(
+    session: Session,
+    *,
+    stream_id: int,
+    kind: AlertKind,
+    subject: str,
+    message: str,
+    payload: dict[str, Any],
+) -> Alert:
+    """Store an event that needs no one's action (a champion changed): an ``info`` alert,
+    acknowledged as it is raised, so sinks hear of it and open alerts stay the ones to act on."""
+    event = raise_alert(
+        session,
+        stream_id=stream_id,
+        kind=kind,
+        severity="info",
+        subject=subject,
+        message=message,
+        payload=payload,
+    )
+    event.acknowledged, event.acknowledged_by, event.acknowledged_at = True, "learnstream", utcnow()
+    return event
 
 
 def raise_or_extend_burst(

@@ -130,6 +130,10 @@ def rollback(
         digests = _stored_digests(session, stream_id, stream, target)
     _check_files(service, stream, target, digests)
     previous = service.registry.promote(
-        stream_id, target, by=by, reason=f"rollback from v{current}: {reason}"
+        stream_id,
+        target,
+        by=by,
+        reason=f"rollback from v{current}: {reason}",
+        event="model.rolled_back",
     )
     return {"stream": stream, "champion": target, "previous": previous}

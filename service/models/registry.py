@@ -19,13 +19,14 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from safetensors.torch import load_file, save_file
 from sqlalchemy import delete, func, select, update
 
 from learners.models import Classifier, build_model
 from learners.strategy_state import StrategyState, load_state, save_state
+from service.alerts.records import record_event
 from service.errors import ModelNotFound
 from service.store.engine import Store
 from service.store.schema import (
@@ -39,6 +40,7 @@ from service.store.schema import (
 from service.store.streams import champion_version
 
 log = logging.getLogger(__name__)
+ChampionEvent = Literal["model.promoted", "model.rolled_back"]
 
 
 @dataclass
@@ -235,9 +237,17 @@ class Registry:
             return champion_version(session, stream_id)
 
     def promote(
-        self, stream_id: int, version: int, *, by: str, reason: str, report: dict | None = None
+        self,
+        stream_id: int,
+        version: int,
+        *,
+        by: str,
+        reason: str,
+        report: dict | None = None,
+        event: ChampionEvent = "model.promoted",
     ) -> int | None:
-        """Make ``version`` the champion in one transaction; returns the previous champion."""
+        """Make ``version`` the champion in one transaction, recording ``event`` (delivered to
+        the webhook after the commit) in it; returns the previous champion."""
         with self.store.session() as session:
             row = session.scalar(
                 select(ModelVersion).where(
@@ -264,19 +274,42 @@ class Registry:
             row.status = "champion"
             if report is not None:
                 row.gate_report = report
+            stream = session.get(Stream, stream_id)
+            assert stream is not None  # the version row's foreign key
+            change = {
+                "event": event,
+                "stream": stream.name,
+                "stream_id": stream_id,
+                "version": version,
+                "previous": previous,
+                "digest": (row.digests or {}).get("model.safetensors"),
+                "artifact": str(self.folder(stream.name, version) / "model.safetensors"),
+                "by": by,
+                "reason": reason,
+            }
+            verb = "promoted" if event == "model.promoted" else "rolled back to"
+            was = "the first champion" if previous is None else f"was v{previous}"
+            record_event(
+                session,
+                stream_id=stream_id,
+                kind=event,
+                subject=f"{stream.name} v{version}",
+                message=f"{stream.name}: {verb} v{version} ({was}) by {by}: {reason}",
+                payload=change,
+            )
         log.info(
             "champion swapped",
             extra={"stream_id": stream_id, "version": version, "previous": previous, "by": by},
         )
-        self._announce(stream_id, version, previous)
+        self._announce(change)
         return previous
 
-    def _announce(self, stream_id: int, version: int, previous: int | None) -> None:
+    def _announce(self, change: dict[str, Any]) -> None:
         if self.announce_url is None:
             return
         import redis
 
-        message = json.dumps({"stream_id": stream_id, "version": version, "previous": previous})
+        message = json.dumps(change)
         try:
             client = redis.Redis.from_url(self.announce_url, socket_timeout=2)
             client.publish(ANNOUNCE_CHANNEL, message)

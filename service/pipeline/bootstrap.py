@@ -69,6 +69,7 @@ def bootstrap(service: Service, inputs: WindowInputs, clock: Stopwatch) -> Boots
             weights=s.model_weights,
             mean=s.input_mean,
             std=s.input_std,
+            train=s.train_layers,
         )
         with clock.stage("update"):
             trained = train(s, model, samples, None, run)

@@ -233,3 +233,36 @@ def test_webhook_settings_are_validated(tmp_path: Path) -> None:
         Settings(home=home, webhook_url="ftp://hooks.example/x", webhook_secret=SECRET)
     settings = Settings(home=home, webhook_url="https://hooks.example/x", webhook_secret=SECRET)
     assert SECRET not in repr(settings)
+
+
+def test_a_champion_swap_reaches_the_webhook_as_an_event(
+    tmp_path: Path, services: list[Service]
+) -> None:
+    """``model.promoted`` carries what a deployment needs to pull the new champion."""
+    from learners.models import build_model
+    from learners.strategy_state import StrategyState
+    from service.ingest.samples import get_or_create_stream
+    from service.models.promotion import promote
+
+    with WebhookReceiver([200]) as receiver:
+        service = webhook_service(tmp_path, None, receiver.url)
+        services.append(service)
+        stream = get_or_create_stream(service.store, "w", service.settings).stream
+        model = build_model(n_classes=10, in_channels=1, input_size=28, seed=0)
+        state = StrategyState("naive", 1, {}, {"experiences_seen": 1, "buffer_ids": []})
+        version = service.registry.create_version(
+            stream, model, state, parent=None, strategy="naive", params={}, windows=[1],
+            arch=model.arch,
+        )  # fmt: skip
+        promote(service, "w", version, by="alice", reason="first")
+        (row,) = wait_settled(service, 1)
+        assert row.status == "delivered"
+        (request,) = receiver.requests
+    alert = json.loads(request["body"])["alert"]
+    folder = service.registry.folder("w", version)
+    assert alert["kind"] == "model.promoted" and alert["severity"] == "info"
+    assert alert["acknowledged"] and alert["acknowledged_by"] == "learnstream"
+    assert alert["payload"]["artifact"] == str(folder / "model.safetensors")
+    digests = json.loads((folder / "manifest.json").read_text())["digests"]
+    assert alert["payload"]["digest"] == digests["model.safetensors"]
+    assert (alert["payload"]["version"], alert["payload"]["by"]) == (version, "alice")

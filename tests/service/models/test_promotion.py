@@ -23,7 +23,7 @@ from service.context import Service, set_service
 from service.ingest.samples import get_or_create_stream
 from service.models.promotion import MANIFEST_MISMATCH, NO_RETIRED, NO_VERSION
 from service.models.registry import DIGEST_MISMATCH
-from service.queries.listings import list_models
+from service.queries.listings import list_alerts, list_models
 from service.store.schema import Champion
 
 ARCH = {"n_classes": 10, "in_channels": 1, "input_size": 28}
@@ -122,6 +122,18 @@ def test_the_cli_and_the_api_roll_back_alike(service: Service, client: TestClien
     assert _statuses(service, "by-cli") == _statuses(service, "by-api")
     assert _pointer(service, "by-cli") == _pointer(service, "by-api")
     assert _pointer(service, "by-cli")["reason"] == "rollback from v2: bad"
+    # Every swap is an event, acknowledged as raised: delivered to sinks, never left open.
+    events = [
+        (a["kind"], a["payload"]["version"], a["payload"]["previous"], a["acknowledged"])
+        for a in reversed(list_alerts(service, stream="by-cli"))
+    ]
+    assert events == [
+        ("model.promoted", 1, None, True),
+        ("model.promoted", 2, 1, True),
+        ("model.promoted", 3, 2, True),
+        ("model.rolled_back", 2, 3, True),
+        ("model.rolled_back", 1, 2, True),
+    ]
 
     refused = runner.invoke(cli, ["rollback", "--stream", "by-cli", "--reason", "again"])
     detail = client.post(

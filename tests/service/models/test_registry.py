@@ -107,7 +107,20 @@ def test_swaps_are_announced_on_redis(tmp_path) -> None:
     svc.registry.promote(stream.id, version, by="test", reason="announce")
     message = subscriber.get_message(timeout=5.0)
     assert message is not None
-    assert json.loads(message["data"]) == {"stream_id": stream.id, "version": 1, "previous": None}
+    announced = json.loads(message["data"])
+    folder = svc.registry.folder("s", 1)
+    digest = json.loads((folder / "manifest.json").read_text())["digests"]["model.safetensors"]
+    assert announced == {
+        "event": "model.promoted",
+        "stream": "s",
+        "stream_id": stream.id,
+        "version": 1,
+        "previous": None,
+        "digest": digest,
+        "artifact": str(folder / "model.safetensors"),
+        "by": "test",
+        "reason": "announce",
+    }
     subscriber.close()
     svc.close()
 
