@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from learners.models import SMALL_CNN, Classifier, SmallCNN
+from learners.classifier import SMALL_CNN, Classifier, SmallCNN
 from learners.weights import read_weights
 
 
