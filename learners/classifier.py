@@ -3,8 +3,10 @@ layers learn), and the small convolutional network of the demo."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
+import torch
 from torch import Tensor, nn
 
 _MIN_INPUT_SIZE = 8
@@ -20,7 +22,8 @@ class Classifier(nn.Module):
     """A classifier as learners see it: float pixels in [0, 1] to penultimate features
     (what drift detectors, replay and explanations look at), and a linear head on them.
 
-    ``arch`` is what :func:`build_model` needs to build it again (the manifest's ``arch``).
+    ``arch`` is what :func:`build_model` needs to build it again (the manifest's ``arch``);
+    subclasses keep their head in ``self.classifier``.
     """
 
     arch: dict[str, Any]
@@ -32,6 +35,28 @@ class Classifier(nn.Module):
     def blocks(self) -> list[nn.Module]:
         """The feature extractor's top-level blocks that hold parameters, input first."""
         raise NotImplementedError
+
+    def with_classes(self, n_classes: int, seed: int = 0) -> Classifier:
+        """A copy whose head has ``n_classes`` outputs: the rows of the classes it knows are
+        kept as they are, the new classes' rows start fresh (seeded). A class added to a
+        stream takes the next output, so a head only ever grows."""
+        head = self.head
+        if n_classes < head.out_features:
+            raise ValueError(f"a head of {head.out_features} classes cannot shrink to {n_classes}")
+        grown = copy.deepcopy(self)
+        if n_classes == head.out_features:
+            return grown
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            new = nn.Linear(head.in_features, n_classes, bias=head.bias is not None)
+        with torch.no_grad():
+            new.weight[: head.out_features] = head.weight
+            if head.bias is not None and new.bias is not None:
+                new.bias[: head.out_features] = head.bias
+        new.requires_grad_(head.weight.requires_grad)
+        grown.classifier = new.to(head.weight.device)
+        grown.arch = {**grown.arch, "n_classes": n_classes}
+        return grown
 
     def train_only(self, layers: TrainLayers) -> None:
         """Train ``all`` parameters, the ``head`` only, or the head and the ``last-block``;

@@ -133,8 +133,21 @@ def _export_buffer(policy: BalancedExemplarsBuffer, state: PluginState) -> None:
             state.tensors.update({f"g{i}.{name}": value for name, value in data.items()})
 
 
-def _restore_buffer(policy: BalancedExemplarsBuffer, state: PluginState) -> None:
-    """Rebuild the groups of `policy` from `state`."""
+def _widened_logits(tensors: dict[str, Tensor], outputs: int | None) -> dict[str, Tensor]:
+    """DER's stored logits, widened to a head that grew since (a class added to the stream):
+    each sample's new logits are its lowest one, as it is none of the new classes."""
+    logits = tensors.get("logits")
+    if outputs is None or logits is None or logits.shape[1] >= outputs:
+        return tensors
+    low = logits.min(dim=1, keepdim=True).values
+    extra = low.expand(-1, outputs - logits.shape[1])
+    return {**tensors, "logits": torch.cat([logits, extra], dim=1)}
+
+
+def _restore_buffer(
+    policy: BalancedExemplarsBuffer, state: PluginState, outputs: int | None = None
+) -> None:
+    """Rebuild the groups of `policy` from `state` (stored logits widened to `outputs`)."""
     meta = state.meta
     kind = _policy_kind(policy)
     # States saved before there were other policies are the replay's experience-balanced one.
@@ -164,7 +177,7 @@ def _restore_buffer(policy: BalancedExemplarsBuffer, state: PluginState) -> None
             buffer._buffer_weights = state.tensors[f"g{i}.weights"].clone()
         size = group["size"]
         if size:
-            tensors = _parts(state, f"g{i}.")
+            tensors = _widened_logits(_parts(state, f"g{i}."), outputs)
             part = slice(offset, offset + size)
             buffer.buffer = tensors_dataset(tensors, state.keys[part], state.groups[part])
         offset += size
@@ -187,8 +200,9 @@ def _export_storage(plugin) -> PluginState:
     return state
 
 
-def _restore_storage(plugin, state: PluginState, _strategy) -> None:
-    _restore_buffer(plugin.storage_policy, state)
+def _restore_storage(plugin, state: PluginState, strategy) -> None:
+    head = getattr(strategy.model, "head", None)
+    _restore_buffer(plugin.storage_policy, state, getattr(head, "out_features", None))
 
 
 def _restore_mir(plugin: DomainMIRPlugin, state: PluginState, _strategy) -> None:
@@ -209,10 +223,24 @@ def _export_model(model: nn.Module, prefix: str, state: PluginState) -> None:
     )
 
 
+def _grown(saved: Tensor, now: Tensor) -> Tensor:
+    """A saved head parameter with fewer rows than the model's now (classes were added since):
+    the saved rows, then the model's rows for the new classes."""
+    if saved.shape == now.shape or saved.shape[1:] != now.shape[1:] or len(saved) > len(now):
+        return saved
+    grown = now.detach().cpu().clone()
+    grown[: len(saved)] = saved
+    return grown
+
+
 def _restore_model(strategy, prefix: str, state: PluginState) -> nn.Module:
     """A copy of the strategy's model (for its architecture) holding the saved weights."""
     model = copy.deepcopy(strategy.model)
-    model.load_state_dict(_parts(state, f"{prefix}."))
+    now = model.state_dict()
+    saved = _parts(state, f"{prefix}.")
+    model.load_state_dict(
+        {name: _grown(value, now[name]) if name in now else value for name, value in saved.items()}
+    )
     return model.to(strategy.device)
 
 

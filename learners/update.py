@@ -10,9 +10,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from learners.experience import make_experience
+from learners.frozen_backbone import HeadOnly, backbone_features, head_only
 from learners.models import Classifier, to_float
 from learners.strategies import build_strategy, needs_groups, quiet_avalanche
 from learners.strategy_state import (
@@ -93,7 +94,9 @@ def train_update(
     experience is number `state.experiences_seen`, so per-experience memories keep growing
     across calls and restarts. `groups` (aligned with x) names each sample's group: the
     `group_balanced` and `reweigh_groups` params need it, and buffers remember the groups of
-    the samples they keep. Same inputs and seed give bit-identical weights.
+    the samples they keep. Same inputs and seed give bit-identical weights. When only the
+    head learns, the strategy trains the head on features computed once
+    (:mod:`learners.frozen_backbone`).
     """
     started = time.perf_counter()
     _check_inputs(x, y, sample_ids, groups)
@@ -105,9 +108,13 @@ def train_update(
     candidate = copy.deepcopy(model)
     was_training = model.training
 
+    frozen = head_only(candidate)
+    inputs = backbone_features(candidate, to_float(x)) if frozen else to_float(x)
+    learned: nn.Module = HeadOnly(candidate.head) if frozen else candidate
+
     with seeded(seed), quiet_avalanche():
         learner = build_strategy(
-            strategy, candidate, params=params, epochs=epochs, batch_size=batch_size, lr=lr
+            strategy, learned, params=params, epochs=epochs, batch_size=batch_size, lr=lr
         )
         ids: dict[int, str] = {}
         group_of: dict[int, str | None] = {}
@@ -122,12 +129,15 @@ def train_update(
         new_groups = [None] * len(keys) if groups is None else [str(g) for g in groups]
         group_of.update(zip(keys, new_groups, strict=True))
         experience = make_experience(
-            to_float(x).contiguous(), y, list(keys), index=seen, groups=new_groups
+            inputs.contiguous(), y, list(keys), index=seen, groups=new_groups
         )
         learner.train(experience, eval_streams=[])
         new_state = export_state(strategy, learner, seen + 1, ids, group_of)
 
     # GDumb retrains a fresh copy of its initial model, so the trained model is the strategy's.
     trained = learner.model
+    if frozen:
+        candidate.classifier = trained.classifier
+        trained = candidate
     trained.train(was_training)
     return UpdateResult(trained, new_state, time.perf_counter() - started)

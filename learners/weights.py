@@ -27,6 +27,10 @@ UNSAFE = (
     "Python objects, which learnstream never loads; save model.state_dict() with "
     "safetensors.torch.save_file or torch.save"
 )
+UNREADABLE = (
+    "weights: {path} is neither a safetensors file (name it .safetensors) nor a state dict "
+    "saved with torch.save"
+)
 NOT_A_STATE_DICT = "weights: {path} holds {kind}, not a mapping of parameter names to tensors"
 
 
@@ -45,6 +49,8 @@ def read_weights(path: Path) -> dict[str, Tensor]:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError):
         raise WeightsError(UNSAFE.format(path=path)) from None
+    except Exception:  # torch's unpickler fails in many ways on bytes that are no pickle
+        raise WeightsError(UNREADABLE.format(path=path)) from None
     return _state_dict(path, loaded)
 
 

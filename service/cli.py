@@ -30,6 +30,7 @@ from service.config import (
 )
 from service.context import Service, get_service, set_service
 from service.errors import LearnstreamError
+from service.streams.cli import streams_cli
 
 if TYPE_CHECKING:
     from service.demo.stream import DemoPlan
@@ -456,6 +457,8 @@ def status(json_out: JsonOption = False) -> None:
                 f"  adapting since window {a['opened']} ({a['windows']} windows): {progress}"
             )
 
+
+cli.add_typer(streams_cli, name="streams")
 
 alerts_cli = typer.Typer(
     help="Drift, fairness, update and ingest alerts, newest first; `alerts ack ID` acknowledges."

@@ -342,6 +342,12 @@ class Settings(BaseSettings):
     )
 
     # Workers
+    max_loaded_versions: int = Field(
+        default=8,
+        ge=1,
+        description="Model versions a process keeps loaded (champions and candidates of the "
+        "streams it serves, least recently used dropped first): a learner's memory bound.",
+    )
     window_claim_timeout: float = Field(
         default=900.0,
         gt=0,

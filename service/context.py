@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections import OrderedDict
 from functools import cached_property
@@ -14,6 +15,7 @@ from service.store.engine import Store
 if TYPE_CHECKING:
     from service.alerts.webhook import WebhookSink
     from service.models.registry import LoadedVersion, Registry
+    from service.store.schema import Stream
 
 
 FileIdentity = tuple[int, int, int] | None
@@ -58,6 +60,19 @@ class Service:
 
         return Registry(self.store, self.settings.resolved_model_dir, self.settings.announce_url)
 
+    def for_stream(self, stream: Stream) -> Service:
+        """This service with the settings in force for ``stream`` (its own configuration over
+        the global settings), sharing the store, the registry and the loaded versions."""
+        from service.streams.configuration import settings_for
+
+        in_force = settings_for(self.settings, stream)
+        if in_force is self.settings:
+            return self
+        self.registry  # noqa: B018 - built once here, so the view shares it
+        view = copy.copy(self)
+        view.settings = in_force
+        return view
+
     def version(self, stream: str, version: int) -> LoadedVersion:
         """A loaded model version, cached: a version never changes once written, but a stream
         deleted and recreated (by any process) writes a new one of the same number, so the
@@ -73,7 +88,7 @@ class Service:
         with self._lock:
             self._versions[key] = (identity, loaded)
             self._versions.move_to_end(key)
-            while len(self._versions) > 8:
+            while len(self._versions) > self.settings.max_loaded_versions:
                 self._versions.popitem(last=False)
         return loaded
 

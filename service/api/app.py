@@ -51,6 +51,8 @@ from service.api.schemas import (
     RollbackRequest,
     SamplesRequest,
     StatusResponse,
+    StreamCreate,
+    StreamPatch,
     WindowOut,
 )
 from service.config import Settings
@@ -65,6 +67,7 @@ from service.errors import (
 from service.ingest.rejections import record_unreadable_call
 from service.queries.listings import list_alerts, list_drift, list_models, list_windows, status
 from service.queries.metrics import metrics_registry
+from service.streams.catalog import describe_stream, list_streams
 
 log = logging.getLogger(__name__)
 
@@ -585,6 +588,70 @@ def post_promote(version: VersionPath, body: PromoteRequest, service: ServiceDep
 
     stream = body_stream(service, body.stream)
     return promote(service, stream, version, by=body.by, reason=body.reason)
+
+
+@router.post(
+    "/v1/streams",
+    dependencies=operator,
+    status_code=201,
+    tags=["streams"],
+    summary="Create a stream with its own configuration (operator token)",
+    responses=_errors(401, 409),
+)
+def post_stream(body: StreamCreate, service: ServiceDep) -> dict[str, Any]:
+    """Validated in full first (the model is built from its weights and run once); an
+    existing stream is refused (409) and left unchanged. Answers the stream's configuration."""
+    from service.streams.catalog import create_stream, spec_from_form
+
+    form = body.model_dump(exclude={"name"}, exclude_none=True)
+    create_stream(service.store, service.settings, body.name, spec_from_form(form))
+    return describe_stream(service.store, service.settings, body.name)
+
+
+@router.get(
+    "/v1/streams",
+    tags=["streams"],
+    summary="Every stream with its classes, input, model, strategy and champion",
+)
+def get_streams(service: ServiceDep) -> list[dict[str, Any]]:
+    return list_streams(service.store, service.settings)
+
+
+StreamPath = Annotated[str, Path(min_length=1, max_length=128, description="Stream name.")]
+
+
+@router.get(
+    "/v1/streams/{name}",
+    tags=["streams"],
+    summary="A stream's whole configuration",
+    responses=_errors(404),
+)
+def get_stream(name: StreamPath, service: ServiceDep) -> dict[str, Any]:
+    return describe_stream(service.store, service.settings, name)
+
+
+@router.patch(
+    "/v1/streams/{name}",
+    dependencies=operator,
+    tags=["streams"],
+    summary="Change what is safe to change, or add classes (operator token)",
+    responses=_errors(401, 404, 409),
+)
+def patch_stream(name: StreamPath, body: StreamPatch, service: ServiceDep) -> dict[str, Any]:
+    """An unsafe change (the architecture, the inputs, state-sizing strategy parameters) is
+    refused with 409 and the reason; nothing of the stream changes then."""
+    from service.streams.catalog import changes_from_form, update_stream
+
+    values = changes_from_form(body.model_dump(include={"model", "strategy", "settings"}))
+    update_stream(
+        service.store,
+        service.settings,
+        name,
+        values,
+        classes=body.classes,
+        add_classes=body.add_classes,
+    )
+    return describe_stream(service.store, service.settings, name)
 
 
 @router.get(

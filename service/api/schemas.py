@@ -242,3 +242,34 @@ class ErrorBody(BaseModel):
     errors: list[dict[str, Any]] | None = Field(
         default=None, description="Each problem of a request that failed validation."
     )
+
+
+class StreamCreate(_Request):
+    """A stream's configuration in its form (``service.streams.catalog``): what it leaves out
+    comes from the global settings."""
+
+    name: StreamName
+    classes: list[str] | None = Field(default=None, description="Class names, in order.")
+    input: dict[str, Any] | None = Field(
+        default=None, description="channels, size, resize, mean, std."
+    )
+    model: dict[str, Any] | None = Field(
+        default=None, description="arch, weights (a path on the server), train, feature_space."
+    )
+    strategy: dict[str, Any] | None = Field(default=None, description="name, params.")
+    settings: dict[str, Any] | None = Field(
+        default=None, description="Any other setting a stream may set, by name."
+    )
+
+
+class StreamPatch(_Request):
+    """Safe changes to a stream: settings by name (or in the form's sections), strategy
+    parameters that keep its state valid, classes added at the end."""
+
+    model: dict[str, Any] | None = None
+    strategy: dict[str, Any] | None = None
+    settings: dict[str, Any] | None = None
+    add_classes: list[str] = Field(default_factory=list, description="Classes to add.")
+    classes: list[str] | None = Field(
+        default=None, description="The whole class list: the current one with names appended."
+    )

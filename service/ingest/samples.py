@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from service.config import Settings
 from service.errors import InvalidRequest, InvalidSample, StreamNotFound
@@ -38,6 +37,8 @@ from service.store.schema import (
     valid_stream_name,
 )
 from service.store.streams import StreamGone, lock_kept_stream
+from service.streams.catalog import insert_stream
+from service.streams.configuration import settings_for
 
 log = logging.getLogger(__name__)
 
@@ -244,22 +245,17 @@ def get_or_create_stream(store: Store, name: str, settings: Settings) -> StreamL
 
 
 def _create_stream(store: Store, name: str, settings: Settings) -> tuple[Stream, bool]:
-    try:
-        with store.session() as session:
-            stream = Stream(
-                name=name,
-                classes=list(settings.default_classes),
-                channels=settings.input_channels,
-                size=settings.input_size,
-                lock_ticks=0,
-                sample_count=0,
-            )
-            session.add(stream)
-    except IntegrityError:  # another worker created it first
-        with store.session() as session:
-            return store.stream(session, name), False
-    log.info("stream created: %s", stream_settings(stream), extra={"stream": name})
-    return stream, True
+    stream, created = insert_stream(
+        store,
+        name,
+        list(settings.default_classes),
+        settings.input_channels,
+        settings.input_size,
+        config=None,
+    )
+    if created:
+        log.info("stream created: %s", stream_settings(stream), extra={"stream": name})
+    return stream, created
 
 
 def commit_samples(
@@ -361,6 +357,7 @@ def _resize(
 def _ingest_once(store: Store, settings: Settings, name: str, samples: list[Any]) -> IngestResult:
     lookup = get_or_create_stream(store, name, settings)
     record = lookup.stream
+    settings = settings_for(settings, record)
     prepared: list[PreparedSample] = []
     rejected: list[dict[str, Any]] = []
     for index, raw in enumerate(samples):

@@ -19,6 +19,7 @@ from service.config import Settings
 from service.store.engine import Store
 from service.store.schema import Stream, Window, as_utc, utcnow
 from service.store.streams import lock_stream
+from service.streams.configuration import settings_for
 
 log = logging.getLogger(__name__)
 
@@ -57,26 +58,27 @@ def open_window(session: Session, stream_id: int, settings: Settings, closed: li
 
 
 def close_aged_windows(store: Store, settings: Settings) -> dict[str, list[int]]:
-    """Close every open window older than ``window_max_age`` (so a slow stream still gets
-    checked); returns the closed window ids by stream name."""
+    """Close every open window older than its stream's ``window_max_age`` (so a slow stream
+    still gets checked); returns the closed window ids by stream name."""
     with store.session() as session:
         candidates = session.execute(
-            select(Stream.id, Stream.name, Window.opened_at)
+            select(Stream, Window.opened_at, Window.size)
             .join(Window, Window.stream_id == Stream.id)
-            .where(Window.state == "open", Window.size >= settings.window_min_size)
+            .where(Window.state == "open")
         ).all()
     closed: dict[str, list[int]] = {}
-    for stream_id, name, opened_at in candidates:
+    for stream, opened_at, size in candidates:
+        in_force = settings_for(settings, stream)
         age = (utcnow() - as_utc(opened_at)).total_seconds()
-        if age < settings.window_max_age:
+        if age < in_force.window_max_age or size < in_force.window_min_size:
             continue
         ids: list[int] = []
         with store.session() as session:
-            lock_stream(session, stream_id)
-            window = _current(session, stream_id)
-            if window is not None and _aged(window, settings):
+            lock_stream(session, stream.id)
+            window = _current(session, stream.id)
+            if window is not None and _aged(window, in_force):
                 close(window, ids)
         if ids:
-            closed[name] = ids
-            log.info("window closed by age", extra={"stream": name, "window_ids": ids})
+            closed[stream.name] = ids
+            log.info("window closed by age", extra={"stream": stream.name, "window_ids": ids})
     return closed

@@ -27,7 +27,7 @@ the tolerance cannot add up across promotions.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -103,6 +103,9 @@ class GateReport:
     recent: list[Comparison] = field(default_factory=list)
     before_shift: list[Comparison] = field(default_factory=list)
     chain: list[Comparison] = field(default_factory=list)
+    # Classes the champion does not know yet (added to the stream): the candidate's accuracy
+    # and the count on each, by name; every other figure leaves their samples out.
+    new_classes: dict[str, dict[str, float | int]] = field(default_factory=dict)
 
     @property
     def regressed(self) -> bool:
@@ -457,21 +460,39 @@ def judge(
     *,
     eras: Mapping[str, int] | None = None,
     earlier: Mapping[int, nn.Module] | None = None,
+    classes: Sequence[str] | None = None,
 ) -> GateReport:
     """Score champion, candidate and the earlier recent champions on the gate's holdout and
-    run the gate on their predictions."""
+    run the gate on their predictions. Samples of classes the champion has no output for
+    (classes added to the stream) are left out of the comparison, which they would only
+    flatter, and reported apart in ``new_classes``."""
     x = to_float(holdout.batch.x)
     champion_pred, champion_proba = predict(champion, x)
     candidate_pred, candidate_proba = predict(candidate, x)
-    return run_gate(
-        holdout.batch.y,
-        champion_pred.numpy(),
-        candidate_pred.numpy(),
-        holdout.batch.groups,
-        holdout.window_numbers,
+    y = np.asarray(holdout.batch.y)
+    known = y < champion_proba.shape[1]
+    earlier_pred = {v: predict(m, x)[0].numpy() for v, m in (earlier or {}).items()}
+    report = run_gate(
+        y[known],
+        champion_pred.numpy()[known],
+        candidate_pred.numpy()[known],
+        np.asarray(holdout.batch.groups)[known],
+        np.asarray(holdout.window_numbers)[known],
         GateSettings.from_settings(settings),
-        champion_proba=champion_proba.numpy(),
-        candidate_proba=candidate_proba.numpy(),
+        champion_proba=champion_proba.numpy()[known],
+        candidate_proba=candidate_proba.numpy()[known][:, : champion_proba.shape[1]],
         eras=eras,
-        earlier={v: predict(m, x)[0].numpy() for v, m in (earlier or {}).items()},
+        earlier={v: pred[known] for v, pred in earlier_pred.items()},
     )
+    if known.all():
+        return report
+    names = list(classes) if classes is not None else [str(i) for i in range(int(y.max()) + 1)]
+    cand = candidate_pred.numpy()
+    new = {
+        names[c]: {
+            "n": int((y == c).sum()),
+            "candidate_accuracy": float((cand[y == c] == c).mean()),
+        }
+        for c in sorted({int(c) for c in y[~known]})
+    }
+    return replace(report, new_classes=new)

@@ -103,6 +103,8 @@ def process_pending(service: Service, stream_name: str) -> list[WindowOutcome]:
 def process_window(service: Service, stream_name: str, window_id: int) -> WindowOutcome:
     """Run every stage on one claimed window and mark it processed with its outcome."""
     clock = Stopwatch()
+    with service.store.session() as session:
+        service = service.for_stream(service.store.stream(session, stream_name))
     with clock.stage("inputs"):
         inputs = load_inputs(service, stream_name, window_id)
     discard_dead_attempt(service, inputs.stream, window_id)
@@ -266,8 +268,10 @@ def _update(
         samples = load_batch(session, inputs.stream, window_ids, split="train")
     candidate = None
     try:
+        # Classes added to the stream since the champion was trained: its head grows.
+        model = loaded.model.with_classes(len(inputs.stream.classes), seed=run.seed)
         with clock.stage("update"):
-            trained = train(s, loaded.model, samples, loaded.state, run)
+            trained = train(s, model, samples, loaded.state, run)
         written = write_candidate(
             service.registry,
             s,
@@ -286,7 +290,15 @@ def _update(
                     service.store, holdout, champion.version, s.gate_chain_versions
                 )
             }
-            report = judge(loaded.model, written.model, holdout, s, eras=eras, earlier=earlier)
+            report = judge(
+                loaded.model,
+                written.model,
+                holdout,
+                s,
+                eras=eras,
+                earlier=earlier,
+                classes=list(inputs.stream.classes),
+            )
     except Exception as exc:  # a crash in an update leaves the champion serving
         return update_failed(service, inputs, candidate, exc)
     return decide(service, inputs, candidate, report)

@@ -60,6 +60,9 @@ class Stream(Base):
     classes: Mapped[list[Any]] = mapped_column(JSON)
     channels: Mapped[int] = mapped_column(Integer)
     size: Mapped[int] = mapped_column(Integer)
+    # The settings this stream sets itself, by name (``service.streams.configuration``);
+    # every other setting comes from the global settings. NULL: none.
+    config: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     # Bumped by every transaction that takes the stream's lock (``store.streams.lock_stream``):
     # its UPDATE takes the row lock (PostgreSQL) or the write lock (SQLite) first.
     lock_ticks: Mapped[int] = mapped_column("lock_version", Integer, default=0)

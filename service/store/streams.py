@@ -33,15 +33,24 @@ def lock_kept_stream(session: Session, stream: Stream) -> int:
     """:func:`lock_stream` for a stream row kept from an earlier session (a cache).
 
     Raises :class:`StreamGone` when the row is gone or is no longer that stream: SQLite
-    hands a deleted stream's id to the next stream created, with other classes perhaps.
+    hands a deleted stream's id to the next stream created, with other classes perhaps; a
+    stream whose classes or configuration changed since counts as gone too, so the caller
+    reads it again.
     """
     row = session.execute(
         update(Stream)
         .where(Stream.id == stream.id)
         .values(lock_ticks=Stream.lock_ticks + 1)
-        .returning(Stream.sample_count, Stream.name, Stream.classes, Stream.channels, Stream.size)
+        .returning(
+            Stream.sample_count,
+            Stream.name,
+            Stream.classes,
+            Stream.channels,
+            Stream.size,
+            Stream.config,
+        )
     ).one_or_none()
-    kept = (stream.name, stream.classes, stream.channels, stream.size)
+    kept = (stream.name, stream.classes, stream.channels, stream.size, stream.config)
     if row is None or tuple(row[1:]) != kept:
         raise StreamGone(f"stream {stream.name!r} was deleted or recreated since it was read")
     return int(row.sample_count or 0)

@@ -29,7 +29,7 @@ def test_every_learnstream_service_runs_a_real_command_with_real_options() -> No
         for option in (part for part in command[1:] if part.startswith("-")):
             assert option in help_text.output, f"{name}: {option} is not an option of {command[0]}"
         checked += 1
-    assert checked == 4  # api, ingest, learner, predict
+    assert checked == 5  # api, ingest, learner (with the sweep), learners, predict
 
 
 def test_every_setting_passed_is_one_the_service_reads() -> None:
@@ -40,11 +40,12 @@ def test_every_setting_passed_is_one_the_service_reads() -> None:
                 assert variable in fields, f"{name}: {variable} is not a setting"
 
 
-def test_exactly_one_learner_and_it_runs_the_sweep() -> None:
+def test_learners_scale_out_and_exactly_one_runs_the_sweep() -> None:
     services = _services()
     learners = [s for s in services.values() if "learn" in s.get("command", [])]
-    assert len(learners) == 1 and learners[0]["deploy"]["replicas"] == 1
-    assert "--beat" in learners[0]["command"]
+    sweeping = [s for s in learners if "--beat" in s["command"]]
+    assert len(sweeping) == 1 and sweeping[0]["deploy"]["replicas"] == 1
+    assert sum(s["deploy"]["replicas"] for s in learners) >= 2
 
 
 def test_optional_settings_default_to_values_the_service_accepts() -> None:

@@ -518,6 +518,8 @@ def test_openapi_lists_every_endpoint_with_typed_bodies(client: TestClient) -> N
         "/v1/models/{version}/promote": {"post"},
         "/v1/models/{version}/artifact": {"get"},
         "/v1/models/rollback": {"post"},
+        "/v1/streams": {"get", "post"},
+        "/v1/streams/{name}": {"get", "patch"},
         "/metrics": {"get"},
         "/dashboard": {"get"},
         "/dashboard/{stream}": {"get"},
@@ -525,7 +527,14 @@ def test_openapi_lists_every_endpoint_with_typed_bodies(client: TestClient) -> N
     }
     assert {path: set(ops) for path, ops in spec["paths"].items()} == expected
     schemas = spec["components"]["schemas"]
-    for name in ("SamplesRequest", "IngestResponse", "PredictRequest", "PromoteRequest"):
+    for name in (
+        "SamplesRequest",
+        "IngestResponse",
+        "PredictRequest",
+        "PromoteRequest",
+        "StreamCreate",
+        "StreamPatch",
+    ):
         assert name in schemas
     samples = schemas["SamplesRequest"]["properties"]["samples"]
     assert samples["items"]["required"] == ["image", "label", "group"]

@@ -1,0 +1,1 @@
+"""Streams as configured objects: their configuration, created, read and changed."""
