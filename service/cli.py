@@ -115,6 +115,13 @@ def run(
             "broker).",
         ),
     ] = False,
+    demo: Annotated[
+        str,
+        typer.Option(
+            help="digits (grey digits, the small CNN) or rgb (coloured shapes on photos, a "
+            "torchvision ResNet-18 from a weights file the demo writes)."
+        ),
+    ] = "digits",
 ) -> None:
     """The main job: play the demo stream end to end on an in-process worker and broker.
 
@@ -127,6 +134,8 @@ def run(
 
     if windows < 10:
         _fail("--windows must be at least 10 (the schedule needs a shift and a corrupted window)")
+    if demo not in ("digits", "rgb"):
+        _fail(f"--demo must be digits or rgb, not {demo!r}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("kombu.connection").setLevel(logging.ERROR)  # memory:// has no host
     configured = load_settings()
@@ -137,8 +146,16 @@ def run(
     plan = DemoPlan(
         windows=windows, window_size=settings.window_size, input_size=settings.input_size
     )
+    what = "digits"
+    if demo == "rgb":
+        from service.demo import rgb
+        from service.streams.catalog import create_stream
+
+        weights = rgb.write_weights(settings.home.resolve() / "weights", seed=settings.seed)
+        create_stream(service.store, settings, stream, rgb.stream_spec(weights))
+        what = f"RGB shapes ({rgb.ARCH} from {weights}, {rgb.SHIFT} shift)"
     typer.echo(
-        f"learnstream run: {windows} windows of {plan.window_size} digits, groups A and B; "
+        f"learnstream run: {windows} windows of {plan.window_size} {what}, groups A and B; "
         f"shift of group {plan.shift_group} from window {plan.shift_window}, labels of group "
         f"{plan.corrupted_group} corrupted in window {plan.corrupted_window}; "
         f"store {mask_url(settings.resolved_database_url)} "
@@ -152,7 +169,7 @@ def run(
         )
         typer.echo(f"learnstream run: ignoring the configured {', '.join(ignored)}{hint}")
     try:
-        summary = _play(service, plan, stream)
+        summary = _play(service, plan, stream, demo)
     except (Exception, KeyboardInterrupt) as exc:
         _fail(_clean_up(service, stream, exc))
     typer.echo(json.dumps(summary))
@@ -178,7 +195,7 @@ def _make_room(service: Service, stream: str, reset: bool) -> None:
     delete_stream(service.store, service.settings.resolved_model_dir, stream)
 
 
-def _play(service: Service, plan: DemoPlan, stream: str) -> dict[str, Any]:
+def _play(service: Service, plan: DemoPlan, stream: str, demo: str) -> dict[str, Any]:
     """Run the demo through the in-process broker and worker; its summary."""
     from celery.contrib.testing.worker import start_worker
 
@@ -209,7 +226,23 @@ def _play(service: Service, plan: DemoPlan, stream: str) -> dict[str, Any]:
         queues=list(QUEUES),
         shutdown_timeout=120,
     ):
-        return run_demo(service, send_samples, send_images, plan, stream=stream, echo=typer.echo)
+        if demo == "rgb":
+            from service.demo.rgb import rgb_stream
+
+            windows = rgb_stream(plan)
+        else:
+            from service.demo.stream import demo_stream
+
+            windows = demo_stream(plan)
+        return run_demo(
+            service,
+            send_samples,
+            send_images,
+            plan,
+            stream=stream,
+            echo=typer.echo,
+            windows=windows,
+        )
 
 
 def _clean_up(service: Service, stream: str, exc: BaseException) -> str:

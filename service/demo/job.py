@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -205,13 +205,15 @@ def run_demo(
     stream: str = "demo",
     echo: Callable[[str], None] = print,
     window_timeout: float = 300.0,
+    windows: Iterable[tuple[int, list[dict[str, Any]]]] | None = None,
 ) -> dict[str, Any]:
-    """Send the demo stream window by window, wait for each to be processed, return the summary."""
+    """Send the demo stream window by window (``windows``, by default the digits of ``plan``),
+    wait for each to be processed, return the summary."""
     started = time.perf_counter()
     accepted = rejected = 0
     served: list[int] = []
     stream_id: int | None = None
-    for window, samples in demo_stream(plan):
+    for window, samples in windows if windows is not None else demo_stream(plan):
         for start in range(0, len(samples), CALL_SIZE):
             result = send_samples(stream, samples[start : start + CALL_SIZE])
             accepted += len(result["accepted"])
