@@ -18,6 +18,9 @@ fresh process per entry (so its peak RSS is its own):
   onnxruntime, against PyTorch, on 32 images.
 
 The weights start from a file, as a user's would (written by the bench, loaded by path).
+Everything runs on the device ``LEARNSTREAM_DEVICE`` names (``auto``: the first CUDA device
+where there is one, else the CPU), reported as ``device``; on CUDA the update trains under
+bfloat16 autocast and the plain loop in float32.
 
     .venv/bin/python bench/models.py            # full run (about 5 minutes on 2 cores)
     .venv/bin/python bench/models.py --quick    # smoke run: one entry
@@ -80,8 +83,11 @@ def _weights_file(arch: str, folder: Path) -> Path:
     return path
 
 
-def _plain_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, s: Any) -> float:
+def _plain_loop(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, s: Any, device: torch.device
+) -> float:
     """The same epochs over the same samples, in plain PyTorch, on the trainable layers."""
+    model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=s.learning_rate, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -93,21 +99,27 @@ def _plain_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, s: Any
         for start in range(0, len(x), s.train_batch_size):
             batch = order[start : start + s.train_batch_size]
             optimizer.zero_grad()
-            loss_fn(model(x[batch].float() / 255), y[batch]).backward()
+            inputs, targets = (x[batch].float() / 255).to(device), y[batch].to(device)
+            loss_fn(model(inputs), targets).backward()
             optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - started
 
 
-def _predict_ms(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, float]:
-    model.eval()
+def _predict_ms(
+    model: torch.nn.Module, x: torch.Tensor, device: torch.device
+) -> tuple[float, float]:
+    model.eval().to(device)
     times = []
     with torch.no_grad():
-        model(x[:32].float() / 255)  # warm-up
+        model((x[:32].float() / 255).to(device))  # warm-up
         for i in range(50):
             start = (i * 32) % (len(x) - 32)
             t0 = time.perf_counter()
-            model(x[start : start + 32].float() / 255)
+            model((x[start : start + 32].float() / 255).to(device)).cpu()  # the answer's copy
             times.append((time.perf_counter() - t0) * 1000)
+    model.cpu()
     return float(np.percentile(times, 50)), float(np.percentile(times, 99))
 
 
@@ -144,12 +156,14 @@ def run_entry(arch: str, size: int, mode: str) -> dict[str, Any]:
     """Every figure of one entry, measured in this process."""
     from drift.detectors import make_covariate_detector
     from drift.features import penultimate_features
+    from learners.devices import resolve_device
     from learners.models import build_model
     from learners.update import train_update
     from service.config import Settings
     from service.demo.shapes import CAMERAS, CLASSES, shapes
 
     s = Settings()
+    device = resolve_device(s.device)
     images, labels = shapes(WINDOW + REFERENCE, size=size, seed=0)
     x, y = torch.from_numpy(images), torch.from_numpy(labels)
     window, reference = slice(0, WINDOW), slice(WINDOW, WINDOW + REFERENCE)
@@ -166,11 +180,11 @@ def run_entry(arch: str, size: int, mode: str) -> dict[str, Any]:
                 model, x[window], y[window], sample_ids=[f"s{i}" for i in range(WINDOW)],
                 groups=["A"] * WINDOW, strategy=s.strategy, params=dict(s.strategy_params),
                 state=None, epochs=EPOCHS, batch_size=s.train_batch_size, lr=s.learning_rate,
-                seed=s.seed,
+                seed=s.seed, device=device,
             )  # fmt: skip
             updates.append(result.seconds)
             plain_model = build_model(**model.arch, seed=s.seed)
-            plains.append(_plain_loop(plain_model, x[window], y[window], s))
+            plains.append(_plain_loop(plain_model, x[window], y[window], s, device))
         update_seconds, plain = min(updates), min(plains)
         trained = result.model
         ref_features = penultimate_features(trained.eval(), x[reference].float() / 255)
@@ -183,9 +197,10 @@ def run_entry(arch: str, size: int, mode: str) -> dict[str, Any]:
         features = penultimate_features(trained, torch.from_numpy(shifted).float() / 255)
         drifted = detector.test(features, ["A"] * WINDOW)
         drift_seconds = time.perf_counter() - t0
-        p50, p99 = _predict_ms(trained, x[reference])
+        p50, p99 = _predict_ms(trained, x[reference], device)
         onnx_diff = _onnx_diff(trained, size, folder)
     return {
+        "device": device.type,
         "update_seconds": round(update_seconds, 3),
         "update_ratio_vs_plain_torch": round(update_seconds / plain, 3),
         "plain_torch_seconds": round(plain, 3),
@@ -221,8 +236,9 @@ def main() -> None:
         )
     print(f"({time.perf_counter() - started:.0f} s)", flush=True)
     fields = {name: {k: v[k] for k in FIELDS} for name, v in models.items()}
-    # Learners run on the CPU (LEARNSTREAM_DEVICE is not built yet), whatever the machine has.
-    print(json.dumps({"bench": "models", "models": fields, "device": "cpu"}))
+    # The device LEARNSTREAM_DEVICE names (auto: CUDA where there is one), as the entries ran.
+    devices = {v["device"] for v in models.values()}
+    print(json.dumps({"bench": "models", "models": fields, "device": ",".join(sorted(devices))}))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ whatever the champion, so one reference serves for as long as the stream lasts.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Protocol
 
 import numpy as np
@@ -32,6 +33,8 @@ class HasFeatures(Protocol):
 
     def train(self, mode: bool = True) -> object: ...
 
+    def parameters(self) -> Iterator[torch.nn.Parameter]: ...
+
     @property
     def training(self) -> bool: ...
 
@@ -41,9 +44,10 @@ def penultimate_features(model: HasFeatures, x: torch.Tensor, batch_size: int = 
     was_training = model.training
     model.eval()
     chunks = []
+    device = next(model.parameters()).device
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            chunks.append(model.features(x[start : start + batch_size]).float())
+            chunks.append(model.features(x[start : start + batch_size].to(device)).float().cpu())
     if was_training:
         model.train()
     if not chunks:

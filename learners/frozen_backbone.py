@@ -41,7 +41,8 @@ def head_only(model: Classifier) -> bool:
 
 
 def backbone_features(model: Classifier, x: Tensor) -> Tensor:
-    """Penultimate features of float images ``x``, shaped (N, D, 1, 1) as a strategy's inputs."""
+    """Penultimate features of float images ``x`` (run on the model's device, kept on the CPU
+    as the strategy's other inputs are), shaped (N, D, 1, 1)."""
     was_training = model.training
     model.eval()
     try:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from learners.devices import mixed_precision
 from learners.experience import make_experience
 from learners.frozen_backbone import HeadOnly, backbone_features, head_only
 from learners.models import Classifier, to_float
@@ -87,6 +88,7 @@ def train_update(
     lr: float,
     seed: int,
     groups: list[str] | None = None,
+    device: torch.device | str = "cpu",
 ) -> UpdateResult:
     """Train a deep copy of `model` on (x, y) as the next experience of `strategy`.
 
@@ -96,7 +98,8 @@ def train_update(
     `group_balanced` and `reweigh_groups` params need it, and buffers remember the groups of
     the samples they keep. Same inputs and seed give bit-identical weights. When only the
     head learns, the strategy trains the head on features computed once
-    (:mod:`learners.frozen_backbone`).
+    (:mod:`learners.frozen_backbone`). On a CUDA ``device`` the update trains there under
+    bfloat16 autocast; the trained model comes back on the CPU.
     """
     started = time.perf_counter()
     _check_inputs(x, y, sample_ids, groups)
@@ -105,16 +108,23 @@ def train_update(
     if groups is None and needs_groups(strategy, params):
         raise ValueError(NEEDS_GROUPS)
     seen = 0 if state is None else state.experiences_seen
-    candidate = copy.deepcopy(model)
+    target = torch.device(device)
+    candidate = copy.deepcopy(model).to(target)
     was_training = model.training
 
     frozen = head_only(candidate)
     inputs = backbone_features(candidate, to_float(x)) if frozen else to_float(x)
     learned: nn.Module = HeadOnly(candidate.head) if frozen else candidate
 
-    with seeded(seed), quiet_avalanche():
+    with seeded(seed), quiet_avalanche(), mixed_precision(target):
         learner = build_strategy(
-            strategy, learned, params=params, epochs=epochs, batch_size=batch_size, lr=lr
+            strategy,
+            learned,
+            params=params,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            device=str(target),
         )
         ids: dict[int, str] = {}
         group_of: dict[int, str | None] = {}
@@ -139,5 +149,6 @@ def train_update(
     if frozen:
         candidate.classifier = trained.classifier
         trained = candidate
+    trained = trained.cpu()
     trained.train(was_training)
     return UpdateResult(trained, new_state, time.perf_counter() - started)

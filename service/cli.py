@@ -291,6 +291,7 @@ def worker(
     settings = load_settings()
     check_broker(settings)
     check_store(settings)
+    _check_device(settings)
     if "learn" in queues.split(","):
         _check_learner(settings)
     app = configure(settings)
@@ -300,6 +301,16 @@ def worker(
         argv += ["-B"]
     argv += ["-n", hostname] if hostname else []
     app.worker_main(argv)
+
+
+def _check_device(settings: Settings) -> None:
+    """Refuse to start on a device this machine does not have (LEARNSTREAM_DEVICE)."""
+    from learners.devices import DeviceUnavailable, resolve_device
+
+    try:
+        resolve_device(settings.device)
+    except DeviceUnavailable as exc:
+        _fail(f"LEARNSTREAM_DEVICE: {exc}")
 
 
 def _check_learner(settings: Settings) -> None:

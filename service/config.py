@@ -342,6 +342,13 @@ class Settings(BaseSettings):
     )
 
     # Workers
+    device: str = Field(
+        default="auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="Where learners train and workers predict: auto (the first CUDA device "
+        "if there is one, else the CPU), cpu, cuda or cuda:N; training on CUDA runs under "
+        "bfloat16 autocast.",
+    )
     max_loaded_versions: int = Field(
         default=8,
         ge=1,

@@ -84,7 +84,10 @@ class Service:
             if cached is not None and cached[0] == identity:
                 self._versions.move_to_end(key)
                 return cached[1]
+        from learners.devices import resolve_device
+
         loaded = self.registry.load(stream, version)
+        loaded.model.to(resolve_device(self.settings.device))
         with self._lock:
             self._versions[key] = (identity, loaded)
             self._versions.move_to_end(key)

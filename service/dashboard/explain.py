@@ -56,7 +56,7 @@ class ExplainedSample:
 class Explanation:
     """Grad-CAM maps of a few samples under the models named in ``models`` (role -> version)."""
 
-    kind: str  # "incident" or "regression"
+    kind: str  # "incident", "regression", or "unavailable" (no maps: ``note`` says why)
     title: str
     note: str
     models: dict[str, int]
@@ -83,12 +83,34 @@ class Explanation:
         }
 
 
+NO_CONVOLUTION = (
+    "Grad-CAM maps a model's evidence at its last 2-D convolution, and {arch} has none "
+    "(a transformer or an MLP, say), so this page draws no maps for this stream"
+)
+
+
+class NoConvolution(ValueError):
+    """The model has no 2-D convolution for Grad-CAM to look at."""
+
+
 def last_conv(model: nn.Module) -> nn.Conv2d:
     """The model's last 2-D convolution: Grad-CAM's layer (coarse, but still spatial)."""
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
-        raise ValueError("Grad-CAM needs a model with a Conv2d layer")
+        arch = getattr(model, "arch", {}).get("name", "this model")
+        raise NoConvolution(NO_CONVOLUTION.format(arch=arch))
     return convs[-1]
+
+
+def _unavailable(service: Service, data: dict[str, Any]) -> Explanation | None:
+    """What the page says instead of maps when the champion has no convolution."""
+    if data.get("champion") is None:
+        return None
+    try:
+        last_conv(service.version(data["stream"], data["champion"]).model)
+    except NoConvolution as exc:
+        return Explanation(kind="unavailable", title="No Grad-CAM maps", note=str(exc), models={})
+    return None
 
 
 def grad_cam(model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -98,6 +120,7 @@ def grad_cam(model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.nda
     where no region speaks for the class, stays zero).
     """
     private = copy.deepcopy(model).eval()
+    images = images.to(next(private.parameters()).device)
     with torch.no_grad():
         predicted = private(images).argmax(dim=1)
     cam = LayerGradCam(private, last_conv(private))
@@ -106,7 +129,7 @@ def grad_cam(model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.nda
     maps_np = maps.detach().squeeze(1).cpu().numpy().astype(np.float64)
     peak = maps_np.reshape(len(maps_np), -1).max(axis=1)
     scaled = np.where(peak[:, None, None] > 0, maps_np / np.maximum(peak, 1e-12)[:, None, None], 0)
-    return predicted.numpy(), scaled
+    return predicted.cpu().numpy(), scaled
 
 
 def explain_samples(
@@ -227,6 +250,10 @@ def explanations(service: Service, data: dict[str, Any]) -> list[Explanation]:
         and (any(c["verdict"] == "fail" for c in v["gate"]["groups"]) or v["gate"]["worst_group"])
     ]
     subjects += [("regression", v) for v in rejected[:MAX_REGRESSIONS]]
+    if subjects:
+        unavailable = _unavailable(service, data)
+        if unavailable is not None:
+            return [unavailable]
     out = []
     for kind, subject in subjects:
         try:

@@ -19,6 +19,7 @@ from learners.strategies import STRATEGIES, resolve_params
 from service.config import Settings
 from service.store.engine import Store
 from service.store.schema import Champion, ModelVersion, Stream
+from service.streams.configuration import settings_for
 
 # group_balanced swaps a replay buffer's policy; EWC's mode keeps one or every experience.
 STATE_SHAPE_PARAMS = ("group_balanced", "mode")
@@ -82,10 +83,11 @@ def _describe(shape: dict[str, Any], other: dict[str, Any]) -> str:
 
 
 def champion_mismatches(store: Store, settings: Settings) -> list[Mismatch]:
-    """Every stream whose champion's strategy state the configured strategy cannot restore."""
+    """Every stream whose champion's strategy state the strategy in force for the stream (its
+    own, else the global one) cannot restore."""
     with store.session() as session:
         rows = session.execute(
-            select(Stream.name, Champion.version, ModelVersion.strategy, ModelVersion.params)
+            select(Stream, Champion.version, ModelVersion.strategy, ModelVersion.params)
             .join(Champion, Champion.stream_id == Stream.id)
             .join(
                 ModelVersion,
@@ -93,13 +95,14 @@ def champion_mismatches(store: Store, settings: Settings) -> list[Mismatch]:
             )
             .order_by(Stream.name)
         ).all()
-    wanted = state_shape(settings.strategy, dict(settings.strategy_params))
     found = []
-    for name, version, strategy, params in rows:
+    for stream, version, strategy, params in rows:
+        in_force = settings_for(settings, stream)  # a stream's own strategy over the global one
+        wanted = state_shape(in_force.strategy, dict(in_force.strategy_params))
         own = _own_params(params or {})
         saved = state_shape(strategy, own)
         if saved != wanted:
-            found.append(Mismatch(name, version, strategy, own, saved, wanted))
+            found.append(Mismatch(stream.name, version, strategy, own, saved, wanted))
     return found
 
 

@@ -61,14 +61,15 @@ def model_outputs(model: Classifier, x: torch.Tensor, *, features: bool) -> Mode
     """Predictions, probabilities and (if ``features``) penultimate features of ``model`` on
     images ``x``, from one forward pass in eval mode without gradients."""
     was_training = model.training
+    device = next(model.parameters()).device
     model.eval()
     probabilities, hidden = [], []
     try:
         with torch.no_grad():
             for start in range(0, max(len(x), 1), FORWARD_BATCH):
-                h = model.features(to_float(x[start : start + FORWARD_BATCH]))
-                probabilities.append(torch.softmax(model.head(h), dim=1))
-                hidden.append(h.float())
+                h = model.features(to_float(x[start : start + FORWARD_BATCH]).to(device))
+                probabilities.append(torch.softmax(model.head(h), dim=1).cpu())
+                hidden.append(h.float().cpu())
     finally:
         model.train(was_training)
     proba = torch.cat(probabilities)

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from learners.devices import resolve_device
 from learners.models import Classifier, to_float
 from learners.strategy_state import StrategyState
 from learners.update import UpdateResult, train_update
@@ -106,6 +107,7 @@ def train(
         batch_size=run.batch_size,
         lr=run.learning_rate,
         seed=run.seed,
+        device=resolve_device(settings.device),
     )
 
 

@@ -257,3 +257,29 @@ def test_listings_show_one_short_line_with_the_full_text_in_json(sqlite_service)
     assert models[0].endswith(reasons[0][: LISTING_WIDTH - len(suffix) - 1] + "\u2026" + suffix)
     listed = json.loads(runner.invoke(cli, ["models", "--stream", "pets", "--json"]).output)
     assert listed[0]["gate_report"]["reasons"] == reasons
+
+
+def test_a_stream_with_its_own_strategy_is_checked_against_it(sqlite_service: Service) -> None:
+    from service.streams.catalog import update_stream
+
+    store, base = sqlite_service.store, sqlite_service.settings
+    _champion(sqlite_service, "ewc", {})
+    assert check_champions(store, base) is not None  # the global strategy is replay
+    with store.session() as session:  # the stream says ewc itself (as `streams create` stores)
+        stream = session.query(Stream).filter_by(name="pets").one()
+        stream.config = {"strategy": "ewc"}
+    store.streams.clear()
+    assert check_champions(store, base) is None
+    update_stream(store, base, "pets", {"strategy_params": {"ewc_lambda": 2.0}})
+    assert check_champions(store, base) is None
+
+
+def test_a_worker_on_a_device_this_machine_lacks_exits_with_one_line(env) -> None:
+    result = _invoke(
+        ["worker", "-Q", "predict"], BROKER_URL=REDIS, RESULT_BACKEND=REDIS, DEVICE="cuda:99"
+    )
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: LEARNSTREAM_DEVICE: device: cuda:99 asked for"), line
+    bad = _invoke(["config"], DEVICE="gpu")
+    assert bad.exit_code == 1 and "LEARNSTREAM_DEVICE='gpu'" in bad.stderr

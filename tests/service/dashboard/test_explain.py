@@ -89,3 +89,29 @@ def test_overlays_are_pngs_of_the_image_size_with_heat_where_the_map_is_high() -
     (cell,) = grad_cam_cells(explanation)
     assert [m["correct"] for m in cell["maps"]] == [True, False]
     assert explanation.to_dict()["samples"][0]["maps"]["champion"][0][0] == 1.0
+
+
+def test_a_model_without_a_convolution_gets_a_note_instead_of_maps() -> None:
+    from types import SimpleNamespace
+
+    import pytest
+
+    from service.dashboard.explain import NoConvolution, explanations
+
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    mlp.arch = {"name": "timm:mixer_like"}  # type: ignore[assignment]
+    with pytest.raises(NoConvolution, match="timm:mixer_like has none"):
+        last_conv(mlp)
+    service = SimpleNamespace(version=lambda stream, version: SimpleNamespace(model=mlp))
+    data = {
+        "stream": "s",
+        "champion": 1,
+        "incidents": [{"kind": "covariate", "windows": [3]}],
+        "versions": [],
+    }
+    (note,) = explanations(service, data)  # type: ignore[arg-type]
+    assert note.kind == "unavailable" and note.samples == []
+    assert "draws no maps" in note.note
+    # With a convolution the page explains as before (here: nothing fails for want of one).
+    cnn = build_model(n_classes=10, in_channels=1, input_size=28, seed=0)
+    assert isinstance(last_conv(cnn), torch.nn.Conv2d)
