@@ -4,8 +4,10 @@ When only the head learns (training mode ``head``), the backbone maps each image
 features in every epoch and for every replayed sample, so the strategy trains a model of the
 head alone on those features: one backbone pass per update instead of one per epoch and per
 replay batch. The strategy's memories then hold features, which stay valid because a
-stream's backbone never changes in this mode. Frozen blocks run in eval mode, as
-:meth:`Classifier.train_only` keeps them, so the features are those training would see.
+stream's backbone never changes in this mode. The backbone runs in eval mode, as
+:meth:`Classifier.train_only` keeps its frozen blocks: a dropout layer without parameters
+before the head (EfficientNet's, timm's ``head_drop``) is off, where a plain loop through the
+whole model in training mode would apply it.
 """
 
 from __future__ import annotations
@@ -47,8 +49,10 @@ def backbone_features(model: Classifier, x: Tensor) -> Tensor:
     model.eval()
     try:
         with torch.no_grad():
+            device = next(model.parameters()).device
             parts = [
-                model.features(x[i : i + FEATURE_BATCH]) for i in range(0, len(x), FEATURE_BATCH)
+                model.features(x[i : i + FEATURE_BATCH].to(device)).float().cpu()
+                for i in range(0, len(x), FEATURE_BATCH)
             ]
     finally:
         model.train(was_training)

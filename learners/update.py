@@ -38,6 +38,12 @@ class UpdateResult:
 INPUT_LENGTHS_DIFFER = "x, y, sample_ids differ in length: {}, {}, {}"
 GROUPS_LENGTH_DIFFERS = "x and groups differ in length: {}, {}"
 WRONG_STRATEGY = "state belongs to strategy {state!r}, not {strategy!r}"
+# What a strategy's memories hold: images, or a frozen backbone's features (head mode).
+STATE_INPUTS = "inputs"
+WRONG_INPUTS = (
+    "the strategy state remembers {saved}, but this update trains on {kind}: the layers "
+    "that train changed since it was saved; start the stream again with a fresh state"
+)
 NEEDS_GROUPS = (
     "params group_balanced and reweigh_groups need the samples' groups: "
     "pass groups=[...] (one per sample) or switch them off"
@@ -113,6 +119,10 @@ def train_update(
     was_training = model.training
 
     frozen = head_only(candidate)
+    kind = "features" if frozen else "images"
+    saved = "images" if state is None else state.meta.get(STATE_INPUTS, "images")
+    if state is not None and saved != kind:
+        raise ValueError(WRONG_INPUTS.format(saved=saved, kind=kind))
     inputs = backbone_features(candidate, to_float(x)) if frozen else to_float(x)
     learned: nn.Module = HeadOnly(candidate.head) if frozen else candidate
 
@@ -143,6 +153,7 @@ def train_update(
         )
         learner.train(experience, eval_streams=[])
         new_state = export_state(strategy, learner, seen + 1, ids, group_of)
+        new_state.meta[STATE_INPUTS] = kind
 
     # GDumb retrains a fresh copy of its initial model, so the trained model is the strategy's.
     trained = learner.model

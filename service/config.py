@@ -343,11 +343,11 @@ class Settings(BaseSettings):
 
     # Workers
     device: str = Field(
-        default="auto",
+        default="cpu",
         pattern=r"^(auto|cpu|cuda(:\d+)?)$",
-        description="Where learners train and workers predict: auto (the first CUDA device "
-        "if there is one, else the CPU), cpu, cuda or cuda:N; training on CUDA runs under "
-        "bfloat16 autocast.",
+        description="Where learners train and workers predict: cpu (bit-identical weights "
+        "after a restart), auto (the first CUDA device if there is one, else the CPU), cuda or "
+        "cuda:N (faster; training under bfloat16 autocast, not bit-identical).",
     )
     max_loaded_versions: int = Field(
         default=8,

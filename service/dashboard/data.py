@@ -27,6 +27,7 @@ from service.context import Service
 from service.queries.listings import list_alerts, list_drift, list_models
 from service.store.schema import Alert, Sample, Stream, Window, iso, utcnow
 from service.store.streams import champion_version
+from service.streams.configuration import settings_for
 
 SAMPLES_PER_INCIDENT = 8
 
@@ -80,7 +81,7 @@ def stream_data(service: Service, stream: str) -> dict[str, Any]:
         champion = champion_version(session, record.id)
     versions = [_version(m) for m in list_models(service, stream)]
     alerts = list_alerts(service, stream)
-    s = service.settings
+    s = settings_for(service.settings, record)
     return {
         "stream": stream,
         "generated_at": utcnow().isoformat(timespec="seconds"),

@@ -19,7 +19,7 @@ from service.config import Settings
 from service.store.engine import Store
 from service.store.schema import Stream, Window, as_utc, utcnow
 from service.store.streams import lock_stream
-from service.streams.configuration import settings_for
+from service.streams.configuration import StreamConfigInvalid, settings_for
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,11 @@ def close_aged_windows(store: Store, settings: Settings) -> dict[str, list[int]]
         ).all()
     closed: dict[str, list[int]] = {}
     for stream, opened_at, size in candidates:
-        in_force = settings_for(settings, stream)
+        try:
+            in_force = settings_for(settings, stream)
+        except StreamConfigInvalid as exc:  # one stream's configuration must not stop the sweep
+            log.error("window sweep skips a stream: %s", exc, extra={"stream": stream.name})
+            continue
         age = (utcnow() - as_utc(opened_at)).total_seconds()
         if age < in_force.window_max_age or size < in_force.window_min_size:
             continue

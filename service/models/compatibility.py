@@ -10,6 +10,7 @@ because otherwise every later update of the stream fails.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,9 @@ from learners.strategies import STRATEGIES, resolve_params
 from service.config import Settings
 from service.store.engine import Store
 from service.store.schema import Champion, ModelVersion, Stream
-from service.streams.configuration import settings_for
+from service.streams.configuration import StreamConfigInvalid, settings_for
+
+log = logging.getLogger(__name__)
 
 # group_balanced swaps a replay buffer's policy; EWC's mode keeps one or every experience.
 STATE_SHAPE_PARAMS = ("group_balanced", "mode")
@@ -97,7 +100,11 @@ def champion_mismatches(store: Store, settings: Settings) -> list[Mismatch]:
         ).all()
     found = []
     for stream, version, strategy, params in rows:
-        in_force = settings_for(settings, stream)  # a stream's own strategy over the global one
+        try:
+            in_force = settings_for(settings, stream)  # a stream's own strategy over the global
+        except StreamConfigInvalid as exc:  # that stream's windows fail, saying why; not all
+            log.error("stream configuration invalid: %s", exc, extra={"stream": stream.name})
+            continue
         wanted = state_shape(in_force.strategy, dict(in_force.strategy_params))
         own = _own_params(params or {})
         saved = state_shape(strategy, own)

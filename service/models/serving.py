@@ -55,7 +55,8 @@ def predict_images(service: Service, stream_name: str, images: Any) -> dict[str,
         except InvalidSample as exc:
             raise InvalidSample(f"images[{index}]: {exc}") from exc
     labels, probs = predict(champion.model, to_float(torch.stack(tensors)))
-    classes = [str(c) for c in stream.classes]
+    # A class added since this champion was trained has no score yet: its classes are those.
+    classes = [str(c) for c in stream.classes][: probs.shape[1]]
     return {
         "model_version": version,
         "classes": classes,

@@ -30,6 +30,7 @@ from service.context import Service
 from service.pipeline.inputs import Champion, WindowInputs
 from service.pipeline.prequential import Prequential
 from service.pipeline.reference import Reference
+from service.store.engine import Store
 from service.store.schema import Stream
 
 log = logging.getLogger(__name__)
@@ -93,36 +94,41 @@ class OnlineDetectors:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._current: dict[str, tuple[tuple[object, ...], OnlineCovariateDetector]] = {}
+        # stream -> (key, detector, the last window it tested)
+        self._current: dict[str, tuple[tuple[object, ...], OnlineCovariateDetector, int]] = {}
 
     def get(
         self,
         stream: str,
         key: tuple[object, ...],
+        window: int,
         build: Callable[[], OnlineCovariateDetector],
     ) -> OnlineCovariateDetector:
-        """The stream's detector for ``key``, built by ``build()`` if it has none for it."""
+        """The stream's detector for ``key`` to test ``window`` with, built by ``build()`` if
+        it has none for it, or if the one it has did not test the window before (another
+        learner did, when learners scale out: its run is not this one's to continue)."""
         with self._lock:
             current = self._current.get(stream)
-            if current is not None and current[0] == key:
+            if current is not None and current[0] == key and current[2] == window - 1:
+                self._current[stream] = (key, current[1], window)
                 return current[1]
         detector = build()
         with self._lock:
-            self._current[stream] = (key, detector)
+            self._current[stream] = (key, detector, window)
         return detector
 
 
-# One set of online detectors per service (its store and streams), gone with the service.
-_online: weakref.WeakKeyDictionary[Service, OnlineDetectors] = weakref.WeakKeyDictionary()
+# One set of online detectors per store (a service and its per-stream views share it).
+_online: weakref.WeakKeyDictionary[Store, OnlineDetectors] = weakref.WeakKeyDictionary()
 _online_lock = threading.Lock()
 
 
 def online_detectors(service: Service) -> OnlineDetectors:
     """The online detectors of ``service``'s streams."""
     with _online_lock:
-        detectors = _online.get(service)
+        detectors = _online.get(service.store)
         if detectors is None:
-            detectors = _online[service] = OnlineDetectors()
+            detectors = _online[service.store] = OnlineDetectors()
         return detectors
 
 
@@ -205,7 +211,7 @@ def run_covariate_test(
             )
             return _build_online(s, features.reference)
 
-        detector = online_detectors(service).get(inputs.stream.name, key, build)
+        detector = online_detectors(service).get(inputs.stream.name, key, inputs.window.seq, build)
         return detector.test_window(features.window).result
     grouped = make_covariate_detector(
         s.drift_detector,

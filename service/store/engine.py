@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,15 +21,25 @@ from service.store.schema import Stream
 
 log = logging.getLogger(__name__)
 
+SQLITE_BUSY_SECONDS = 30
 SCHEMA_LOCK = 0x1EA57  # advisory lock key that serialises schema creation on PostgreSQL
 
 
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     cursor = dbapi_connection.cursor()
-    # The busy timeout first: switching to WAL needs a lock that a process creating the
-    # schema may hold for seconds, and only then does the switch wait instead of failing.
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
+    # Switching to WAL needs a lock that a process creating the schema may hold for seconds,
+    # and SQLite may refuse the switch at once ("database is locked") without waiting on the
+    # busy timeout: retry it until the timeout has passed.
+    deadline = time.monotonic() + SQLITE_BUSY_SECONDS
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
@@ -61,7 +73,7 @@ class Store:
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.engine: Engine = create_engine(
-                url, connect_args={"timeout": 30, "check_same_thread": False}
+                url, connect_args={"timeout": SQLITE_BUSY_SECONDS, "check_same_thread": False}
             )
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:

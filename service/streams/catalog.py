@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from service.config import Settings
-from service.errors import InvalidRequest, LearnstreamError
+from service.errors import InvalidRequest, LearnstreamError, StreamNotFound
 from service.store.engine import Store
 from service.store.schema import (
     STREAM_NAME_RULE,
@@ -39,6 +39,7 @@ from service.store.streams import champion_version, lock_stream
 from service.streams.configuration import (
     SECTIONS,
     UNSAFE_ADVICE,
+    UNSAFE_WHY,
     StreamChangeRefused,
     StreamConfigInvalid,
     check_names,
@@ -236,7 +237,9 @@ def create_stream(store: Store, settings: Settings, name: str, spec: StreamSpec)
         spec.channels if spec.channels is not None else settings.input_channels,
         spec.size if spec.size is not None else settings.input_size,
     )
-    values = _absolute_weights(dict(spec.settings))
+    # What cannot change later is fixed now, from the global settings where the spec is silent.
+    pinned = {key: getattr(settings, key) for key in UNSAFE_WHY}
+    values = _absolute_weights({**pinned, **spec.settings})
     config = stored_form(settings, values)
     check_model(merged(settings, config), classes, channels, size)
     stream, created = insert_stream(store, name, classes, channels, size, config)
@@ -285,7 +288,12 @@ def update_stream(
     change is refused with the reason and what to do, and nothing of the stream changes."""
     check_names(values)
     with store.session() as session:
-        stream = store.stream(session, name)
+        # The row read again under its lock: two changes at once are made one after the other.
+        stream_id = store.stream(session, name).id
+        lock_stream(session, stream_id)
+        stream = session.get(Stream, stream_id, populate_existing=True)
+        if stream is None:
+            raise StreamNotFound(f"unknown stream {name!r}")
         before = settings_for(settings, stream)
         if "strategy_params" in values:  # a change of some parameters keeps the others
             values = {
@@ -302,7 +310,6 @@ def update_stream(
                 )
         old_classes = list(stream.classes)
         new_classes = _new_classes(old_classes, classes, list(add_classes))
-        lock_stream(session, stream.id)
         stream.config = config or None
         stream.classes = new_classes
     store.streams.pop(name, None)
@@ -357,23 +364,29 @@ def _all_fields() -> list[str]:
 
 
 def list_streams(store: Store, settings: Settings) -> list[dict[str, Any]]:
-    """Every stream with its classes, input, model, strategy and champion, by name."""
+    """Every stream with its classes, input, model, strategy and champion, by name; a stream
+    whose configuration no longer validates against the global settings says why."""
     with store.session() as session:
         streams = list(session.scalars(select(Stream).order_by(Stream.name)))
         champions = {s.id: champion_version(session, s.id) for s in streams}
     rows = []
     for stream in streams:
-        in_force = settings_for(settings, stream)
-        rows.append(
-            {
-                "name": stream.name,
-                "classes": list(stream.classes),
-                "input": f"{stream.channels}x{stream.size}x{stream.size}",
+        row: dict[str, Any] = {
+            "name": stream.name,
+            "classes": list(stream.classes),
+            "input": f"{stream.channels}x{stream.size}x{stream.size}",
+            "samples": stream.sample_count,
+            "champion": champions[stream.id],
+        }
+        try:
+            in_force = settings_for(settings, stream)
+        except StreamConfigInvalid as exc:
+            row |= {"arch": "?", "train": "?", "strategy": "?", "error": str(exc)}
+        else:
+            row |= {
                 "arch": in_force.model_arch,
                 "train": in_force.train_layers,
                 "strategy": in_force.strategy,
-                "samples": stream.sample_count,
-                "champion": champions[stream.id],
             }
-        )
+        rows.append(row)
     return rows

@@ -115,6 +115,8 @@ def create(
     from its weights and run once. What is not given comes from the global settings."""
     base = spec_from_form(_read_form(from_file)) if from_file is not None else StreamSpec()
     values = {**base.settings, **_pairs("--set", setting or [])}
+    if from_file is not None and "model_weights" in values:  # relative to the file's folder
+        values["model_weights"] = str(from_file.parent / str(values["model_weights"]))
     given = {
         "model_arch": arch,
         "model_weights": str(weights) if weights is not None else None,

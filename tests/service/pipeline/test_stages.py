@@ -96,7 +96,10 @@ def test_an_online_detector_is_not_kept_for_a_stream_recreated_under_its_name(tm
         built.append(object())
         return built[-1]
 
-    one = detectors.get("s", online_detector_key(settings, first, 1), build)
-    assert detectors.get("s", online_detector_key(settings, first, 1), build) is one
-    assert detectors.get("s", online_detector_key(settings, again, 1), build) is not one
-    assert len(built) == 2
+    one = detectors.get("s", online_detector_key(settings, first, 1), 4, build)
+    assert detectors.get("s", online_detector_key(settings, first, 1), 5, build) is one
+    # Window 6 went to another learner: this one's run does not continue at window 7.
+    two = detectors.get("s", online_detector_key(settings, first, 1), 7, build)
+    assert two is not one
+    assert detectors.get("s", online_detector_key(settings, again, 1), 8, build) is not two
+    assert len(built) == 3

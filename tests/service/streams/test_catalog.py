@@ -24,6 +24,7 @@ from service.streams.catalog import (
     update_stream,
 )
 from service.streams.configuration import (
+    UNSAFE_WHY,
     StreamChangeRefused,
     StreamConfigInvalid,
     settings_for,
@@ -61,15 +62,21 @@ def test_a_stream_keeps_its_own_settings_and_the_rest_are_global(service: Servic
     assert shown["settings"]["window_size"] == 32
     # Not set by the stream: the global value.
     assert shown["settings"]["drift_p_value"] == service.settings.drift_p_value
-    assert shown["set_by_stream"] == [
+    # What the spec set, and what cannot change later (fixed from the global settings).
+    assert set(shown["set_by_stream"]) == {
         "gate_tolerance",
         "input_mean",
         "input_std",
         "strategy",
         "strategy_params",
         "window_size",
-    ]
+    } | set(UNSAFE_WHY)
+    assert shown["model"]["arch"] == service.settings.model_arch
     assert json.loads(json.dumps(shown)) == shown  # one JSON object
+    # A global default changed later moves what the stream did not fix, not what it did.
+    later = service.settings.model_copy(update={"model_arch": "timm:resnet18", "seed": 3})
+    moved = describe_stream(service.store, later, "pets")
+    assert moved["model"]["arch"] == shown["model"]["arch"] and moved["settings"]["seed"] == 3
     # The form round-trips: what show prints creates the same stream again.
     again = {k: shown[k] for k in ("classes", "input", "model", "strategy", "settings")}
     create_stream(service.store, service.settings, "pets2", spec_from_form(again))
