@@ -37,16 +37,16 @@ from service.store.schema import (
 )
 from service.store.streams import champion_version, lock_stream
 from service.streams.configuration import (
-    SECTIONS,
+    STREAM_FIELDS,
     UNSAFE_ADVICE,
     UNSAFE_WHY,
     StreamChangeRefused,
     StreamConfigInvalid,
     check_names,
-    merged,
+    refuse_unknown,
     settings_for,
-    stored_form,
     unsafe_change,
+    validated,
 )
 
 log = logging.getLogger(__name__)
@@ -93,25 +93,13 @@ def _section(data: Mapping[str, Any], name: str) -> dict[str, Any]:
 
 def spec_from_form(data: Mapping[str, Any]) -> StreamSpec:
     """The :class:`StreamSpec` that a configuration in its form (see the module) describes."""
-    unknown = sorted(set(data) - TOP_KEYS)
-    if unknown:
-        raise StreamConfigInvalid(
-            f"{unknown[0]}: unknown key; a configuration has {', '.join(sorted(TOP_KEYS))}"
-        )
+    refuse_unknown(data, TOP_KEYS, "unknown key; a configuration has")
     values: dict[str, Any] = dict(_section(data, "settings"))
     for section, aliases in ALIASES.items():
-        for key, value in _section(data, section).items():
-            if section == "input" and key not in aliases:
-                if key not in INPUT_KEYS:
-                    raise StreamConfigInvalid(
-                        f"input.{key}: unknown key; input has {', '.join(sorted(INPUT_KEYS))}"
-                    )
-                continue
-            if key not in aliases:
-                raise StreamConfigInvalid(
-                    f"{section}.{key}: unknown key; {section} has {', '.join(sorted(aliases))}"
-                )
-            values[aliases[key]] = value
+        table = _section(data, section)
+        allowed = INPUT_KEYS if section == "input" else aliases
+        refuse_unknown(table, allowed, f"unknown key; {section} has", prefix=f"{section}.")
+        values.update({aliases[key]: value for key, value in table.items() if key in aliases})
     source = _section(data, "input")
     resize = source.get("resize", RESIZE_POLICIES[0])
     if resize not in RESIZE_POLICIES:
@@ -240,8 +228,8 @@ def create_stream(store: Store, settings: Settings, name: str, spec: StreamSpec)
     # What cannot change later is fixed now, from the global settings where the spec is silent.
     pinned = {key: getattr(settings, key) for key in UNSAFE_WHY}
     values = _absolute_weights({**pinned, **spec.settings})
-    config = stored_form(settings, values)
-    check_model(merged(settings, config), classes, channels, size)
+    config, in_force = validated(settings, values)
+    check_model(in_force, classes, channels, size)
     stream, created = insert_stream(store, name, classes, channels, size, config)
     if not created:
         raise StreamExists(f"stream {name!r} was created by another caller meanwhile")
@@ -300,8 +288,7 @@ def update_stream(
                 **values,
                 "strategy_params": {**before.strategy_params, **values["strategy_params"]},
             }
-        config = stored_form(settings, {**(stream.config or {}), **values})
-        after = merged(settings, config)
+        config, after = validated(settings, {**(stream.config or {}), **values})
         for key in values:
             why = unsafe_change(key, getattr(before, key), getattr(after, key))
             if why is not None:
@@ -343,7 +330,7 @@ def describe_stream(store: Store, settings: Settings, name: str) -> dict[str, An
             .where(ModelVersion.stream_id == stream.id)
         )
     in_force = settings_for(settings, stream)
-    values = {key: _shown_value(getattr(in_force, key)) for key in sorted(_all_fields())}
+    values = {key: _shown_value(getattr(in_force, key)) for key in sorted(STREAM_FIELDS)}
     form: dict[str, Any] = {"name": stream.name, "classes": list(stream.classes)}
     form["input"] = {"channels": stream.channels, "size": stream.size, "resize": "stretch"}
     for section, aliases in ALIASES.items():
@@ -357,10 +344,6 @@ def describe_stream(store: Store, settings: Settings, name: str) -> dict[str, An
     form["samples"] = stream.sample_count
     form["created_at"] = iso(stream.created_at)
     return form
-
-
-def _all_fields() -> list[str]:
-    return [name for names in SECTIONS.values() for name in names]
 
 
 def list_streams(store: Store, settings: Settings) -> list[dict[str, Any]]:

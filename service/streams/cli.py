@@ -204,9 +204,9 @@ def _changes(extra: list[str]) -> dict[str, Any]:
                 raise InvalidRequest(f"--{key}: needs a value")
             text = following
         field = key.replace("-", "_")
-        values[SHORT_NAMES.get(field, field)] = (
-            _value(text) if field not in {"mean", "std"} else text
-        )
+        setting = SHORT_NAMES.get(field, field)
+        # Means and stds stay text ("0.5" or "0.5,0.5,0.5"): the setting reads lists from text.
+        values[setting] = text if setting in ("input_mean", "input_std") else _value(text)
     return values
 
 

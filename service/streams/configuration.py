@@ -12,6 +12,7 @@ import json
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from pydantic import ValidationError
@@ -127,14 +128,18 @@ def unsafe_change(name: str, old: Any, new: Any) -> str | None:
     return None
 
 
+def refuse_unknown(
+    keys: Iterable[str], allowed: Collection[str], what: str, prefix: str = ""
+) -> None:
+    """Refuse the first of ``keys`` not ``allowed``, as ``<prefix><key>: <what> <allowed>``."""
+    unknown = sorted(set(keys) - set(allowed))
+    if unknown:
+        raise StreamConfigInvalid(f"{prefix}{unknown[0]}: {what} " + ", ".join(sorted(allowed)))
+
+
 def check_names(values: dict[str, Any]) -> None:
     """Refuse a setting a stream cannot set, naming it and the ones it can."""
-    unknown = sorted(set(values) - STREAM_FIELDS)
-    if unknown:
-        raise StreamConfigInvalid(
-            f"{unknown[0]}: not a setting a stream can set; a stream sets: "
-            + ", ".join(sorted(STREAM_FIELDS))
-        )
+    refuse_unknown(values, STREAM_FIELDS, "not a setting a stream can set; a stream sets:")
 
 
 def merged(settings: Settings, values: dict[str, Any]) -> Settings:
@@ -150,10 +155,12 @@ def merged(settings: Settings, values: dict[str, Any]) -> Settings:
         raise StreamConfigInvalid(text) from None
 
 
-def stored_form(settings: Settings, values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` as validated and stored (JSON: a path as text)."""
-    full = merged(settings, values).model_dump(mode="json", include=set(values))
-    return {name: full[name] for name in values}
+def validated(settings: Settings, values: dict[str, Any]) -> tuple[dict[str, Any], Settings]:
+    """``values`` as validated and stored (JSON: a path as text), and the settings in force
+    with them."""
+    in_force = merged(settings, values)
+    full = in_force.model_dump(mode="json", include=set(values))
+    return {name: full[name] for name in values}, in_force
 
 
 class _Cache:
