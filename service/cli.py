@@ -571,6 +571,106 @@ def alerts_ack(
     )
 
 
+quarantine_cli = typer.Typer(
+    help="Samples and windows held out of learning: list, release (back in), confirm (out).",
+    no_args_is_help=True,
+)
+cli.add_typer(quarantine_cli, name="quarantine")
+IdsOption = Annotated[
+    str | None, typer.Option("--ids", help="Sample ids, comma-separated.", show_default=False)
+]
+WindowsOption = Annotated[
+    str | None,
+    typer.Option("--windows", help="Held window numbers, comma-separated.", show_default=False),
+]
+AllOption = Annotated[bool, typer.Option("--all", help="Everything the stream holds.")]
+ByOption = Annotated[str, typer.Option("--by", help="Who decides (recorded).")]
+NoteOption = Annotated[str | None, typer.Option("--note", help="Why (recorded).")]
+
+
+@quarantine_cli.command("list")
+def quarantine_list(
+    stream: StreamOption = DEFAULT_STREAM,
+    status: Annotated[
+        str, typer.Option(help="held, released, confirmed or all.", show_default=True)
+    ] = "held",
+    json_out: JsonOption = False,
+) -> None:
+    """Quarantined samples (given and suspected label, score) and windows, newest first."""
+    from service.quarantine.records import list_quarantine
+
+    rows = list_quarantine(_service().store, stream, None if status == "all" else status)
+    if json_out:
+        _print_json(rows)
+        return
+    for q in rows:
+        what = (
+            f"sample {q['sample']} ({q['group']}) labelled {q['given']}, believed "
+            f"{q['believed']} (score {q['score']:.3f})"
+            if q["kind"] == "sample"
+            else f"window {q['window']}: {q['reason']}"
+        )
+        typer.echo(f"#{q['id']} window {q['window']:<4} {q['status']:<9} {what}")
+    typer.echo(f"{len(rows)} {status if status != 'all' else ''} record(s)".replace("  ", " "))
+
+
+def _decide(
+    action: str, stream: str, ids: str | None, windows: str | None, everything: bool, by: str,
+    note: str | None, json_out: bool,
+) -> None:  # fmt: skip
+    from service.quarantine.records import decide
+
+    try:
+        numbers = [int(w) for w in (windows or "").split(",") if w.strip()]
+    except ValueError:
+        _fail(f"--windows: expected window numbers, got {windows!r}")
+    decided = decide(
+        _service().store,
+        stream,
+        "released" if action == "release" else "confirmed",
+        ids=[i.strip() for i in (ids or "").split(",") if i.strip()],
+        windows=numbers,
+        everything=everything,
+        by=by,
+        note=note,
+    )
+    if json_out:
+        _print_json(decided.to_dict())
+        return
+    typer.echo(
+        f"{action}d {len(decided.samples)} sample(s) and {len(decided.windows)} window(s) "
+        f"of stream {stream!r}"
+    )
+
+
+@quarantine_cli.command("release")
+def quarantine_release(
+    by: ByOption,
+    stream: StreamOption = DEFAULT_STREAM,
+    ids: IdsOption = None,
+    windows: WindowsOption = None,
+    everything: AllOption = False,
+    note: NoteOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Put held samples or windows back into training, replay, the gate and references."""
+    _decide("release", stream, ids, windows, everything, by, note, json_out)
+
+
+@quarantine_cli.command("confirm")
+def quarantine_confirm(
+    by: ByOption,
+    stream: StreamOption = DEFAULT_STREAM,
+    ids: IdsOption = None,
+    windows: WindowsOption = None,
+    everything: AllOption = False,
+    note: NoteOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Confirm that held samples' labels (or windows) are wrong: they stay out for good."""
+    _decide("confirm", stream, ids, windows, everything, by, note, json_out)
+
+
 @cli.command()
 def models(
     stream: StreamOption = DEFAULT_STREAM,

@@ -297,6 +297,28 @@ class Settings(BaseSettings):
         default=8, ge=0, le=64, description="Most shifted sample ids a drift incident names."
     )
 
+    # Label screen
+    label_screen: bool = Field(
+        default=True,
+        description="Screen each window's labels with cleanlab before it trains, and quarantine "
+        "the likely wrong ones of a group whose flagged share is beyond the champion's own "
+        "error rate.",
+    )
+    label_screen_alpha: float = Field(
+        default=0.01,
+        gt=0.0,
+        lt=1.0,
+        description="Level of the one-sided binomial test that a group's flagged share is "
+        "beyond its expected rate (Bonferroni over the groups screened).",
+    )
+    label_screen_min_rate: float = Field(
+        default=0.02,
+        ge=0.0,
+        lt=1.0,
+        description="Lowest expected flagged share of a group (its rate is otherwise the "
+        "champion's error rate on the group's recent held-out samples).",
+    )
+
     # Gate
     gate_tolerance: float = Field(
         default=0.02, ge=0.0, le=1.0, description="Accuracy a group may lose before it fails."

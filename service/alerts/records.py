@@ -33,6 +33,7 @@ AlertKind = Literal[
     "update.failed",
     "model.promoted",
     "model.rolled_back",
+    "labels.suspect",
 ]
 Severity = Literal["info", "warning", "critical"]
 _LOG_LEVEL = {"info": logging.INFO, "warning": logging.WARNING, "critical": logging.ERROR}

@@ -48,6 +48,9 @@ from service.api.schemas import (
     PredictRequest,
     PredictResponse,
     PromoteRequest,
+    QuarantineDecided,
+    QuarantineDecision,
+    QuarantineOut,
     RollbackRequest,
     SamplesRequest,
     StatusResponse,
@@ -492,6 +495,69 @@ def post_ack(
     keeps the first acknowledgement."""
     by = body.by if body is not None else "operator"
     return acknowledge_alert(service.store, id, by)
+
+
+@router.get(
+    "/v1/quarantine",
+    response_model=list[QuarantineOut],
+    tags=["operators"],
+    summary="Quarantined samples and windows, newest first",
+    responses=_errors(404),
+)
+def get_quarantine(
+    service: ServiceDep,
+    stream: StreamQuery,
+    status: Annotated[
+        str, Query(description="held, released, confirmed or all.", max_length=16)
+    ] = "held",
+) -> list[dict[str, Any]]:
+    from service.quarantine.records import list_quarantine
+
+    return list_quarantine(service.store, stream, None if status == "all" else status)
+
+
+def _decide_quarantine(
+    service: Service, body: QuarantineDecision, action: Literal["released", "confirmed"]
+) -> dict[str, Any]:
+    from service.quarantine.records import decide
+
+    decided = decide(
+        service.store,
+        body_stream(service, body.stream),
+        action,
+        ids=body.ids,
+        windows=body.windows,
+        everything=body.all,
+        by=body.by,
+        note=body.note,
+    )
+    return decided.to_dict()
+
+
+@router.post(
+    "/v1/quarantine/release",
+    response_model=QuarantineDecided,
+    response_model_exclude_none=True,
+    dependencies=operator,
+    tags=["operators"],
+    summary="Put held samples or windows back into learning (operator token)",
+    responses=_errors(400, 401, 404),
+)
+def post_quarantine_release(body: QuarantineDecision, service: ServiceDep) -> dict[str, Any]:
+    return _decide_quarantine(service, body, "released")
+
+
+@router.post(
+    "/v1/quarantine/confirm",
+    response_model=QuarantineDecided,
+    response_model_exclude_none=True,
+    dependencies=operator,
+    tags=["operators"],
+    summary="Confirm held samples or windows stay out of learning (operator token)",
+    responses=_errors(400, 401, 404),
+)
+def post_quarantine_confirm(body: QuarantineDecision, service: ServiceDep) -> dict[str, Any]:
+    return _decide_quarantine(service, body, "confirmed")
 
 
 @router.get(

@@ -224,6 +224,44 @@ class RollbackRequest(_Request):
     )
 
 
+class QuarantineOut(BaseModel):
+    id: int
+    kind: str = Field(description="sample (a likely wrong label) or window (a rejected update).")
+    status: str = Field(description="held, released or confirmed.")
+    sample: str | None = Field(description="The sample's id (kind sample).")
+    group: str | None
+    split: str | None
+    window: int = Field(description="The window's number (seq).")
+    given: str | None = Field(description="The label the sample was sent with.")
+    believed: str | None = Field(description="The class the champion believes.")
+    score: float | None = Field(description="cleanlab's self-confidence in the given label.")
+    reason: str
+    created_at: str
+    decided_by: str | None
+    decided_at: str | None
+    note: str | None
+
+
+class QuarantineDecision(_Request):
+    stream: StreamName | None = Field(default=None, description=DEFAULT_STREAM_NOTE)
+    ids: list[Annotated[str, Field(min_length=1, max_length=160)]] = Field(
+        default_factory=list, max_length=10_000, description="Held samples, by id."
+    )
+    windows: list[Version] = Field(
+        default_factory=list, max_length=1000, description="Held windows, by number."
+    )
+    all: bool = Field(default=False, description="Everything the stream holds.")
+    by: Who
+    note: Reason | None = None
+
+
+class QuarantineDecided(BaseModel):
+    released: int | None = None
+    confirmed: int | None = None
+    samples: list[str]
+    windows: list[int]
+
+
 class ChampionChange(BaseModel):
     stream: str
     champion: int = Field(description="The champion now.")

@@ -24,13 +24,15 @@ class GateHoldout:
 
 def gate_holdout(store: Store, stream: Stream, settings: Settings) -> GateHoldout:
     """Held-out samples of the latest ``gate_windows`` windows (bounded per window, stratified
-    by group): memory and the gate's Holm family stay bounded as a stream ages."""
+    by group): memory and the gate's Holm family stay bounded as a stream ages. Quarantined
+    windows and samples are left out."""
     with store.session() as session:
         latest = session.execute(
             select(Window.id, Window.seq)
             .where(
                 Window.stream_id == stream.id,
                 Window.state.in_(("processed", "processing")),
+                Window.quarantined.is_(False),
             )
             .order_by(Window.seq.desc())
             .limit(settings.gate_windows)

@@ -87,7 +87,7 @@ def load_inputs(service: Service, stream_name: str, window_id: int) -> WindowInp
         window = session.get(Window, window_id)
         if window is None:
             raise LookupError(f"window {window_id} of stream {stream_name!r} does not exist")
-        batch = load_batch(session, stream, [window_id])
+        batch = load_batch(session, stream, [window_id], quarantined=True)
     version = service.registry.champion(stream.id)
     if version is None:
         return WindowInputs(stream, window, batch, None)

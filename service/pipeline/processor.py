@@ -10,6 +10,8 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from sqlalchemy import select
+
 from service.context import Service
 from service.pipeline import notifications
 from service.pipeline.adaptation import (
@@ -37,7 +39,8 @@ from service.pipeline.holdout import gate_holdout, recent_champions
 from service.pipeline.inputs import Champion, WindowInputs, load_inputs, model_outputs
 from service.pipeline.prequential import Prequential, score_window
 from service.pipeline.records import record_drift
-from service.pipeline.reference import load_reference
+from service.pipeline.reference import Reference, load_reference
+from service.pipeline.screen import NOT_SCREENED_DRIFT, NOT_SCREENED_NEW_ERA, Screen, screen_labels
 from service.pipeline.timing import Stopwatch
 from service.pipeline.update import (
     TrainingRun,
@@ -46,7 +49,10 @@ from service.pipeline.update import (
     training_windows,
     write_candidate,
 )
+from service.quarantine.records import flags_from, hold_samples, hold_window
+from service.quarantine.suspect import record_screen
 from service.store.batches import load_batch
+from service.store.schema import Window
 
 __all__ = ["WindowOutcome", "claim_next_window", "process_pending", "release_window"]
 
@@ -68,6 +74,7 @@ class WindowOutcome:
     adaptation: dict[str, Any] | None = None
     group_gap: dict[str, Any] | None = None
     eras: dict[str, int] = field(default_factory=dict)
+    screen: dict[str, Any] | None = None
     updated: bool = False
     candidate: int | None = None
     gate_passed: bool | None = None
@@ -119,14 +126,19 @@ def process_window(service: Service, stream_name: str, window_id: int) -> Window
             service.store, inputs.stream, inputs.window.seq, service.settings.adapt_baseline_windows
         )
         with clock.stage("drift"):
-            findings = _drift(service, inputs, champion, scored, before.get("eras") or {})
+            findings, reference = _drift(
+                service, inputs, champion, scored, before.get("eras") or {}
+            )
         counts = scored.counts
         eras = eras_after(before, findings.drifted_groups, inputs.window.seq)
+        with clock.stage("screen"):
+            screen = _screen(service, inputs, champion, findings, eras, reference)
         policy = _adapt(service, inputs, counts, findings, before, history)
         gap = _group_gap(service, inputs, counts, before)
         decision = None
         if should_update(service.settings, findings.drifted, policy):
             decision = _update(service, inputs, champion, eras, clock)
+            _hold_rejected_window(service, inputs, findings, decision)
         outcome = _outcome(
             service,
             inputs,
@@ -138,6 +150,7 @@ def process_window(service: Service, stream_name: str, window_id: int) -> Window
             adaptation=policy.adaptation,
             gap=gap,
             eras=eras,
+            screen=screen,
         )
     finish_window(
         service,
@@ -163,9 +176,9 @@ def process_window(service: Service, stream_name: str, window_id: int) -> Window
 
 def _drift(
     service: Service, inputs: WindowInputs, champion: Champion, scored: Prequential, eras: Eras
-) -> DriftFindings:
+) -> tuple[DriftFindings, Reference]:
     """The drift tests against the champion's reference (each group's from its era on),
-    recorded as reports and incidents."""
+    recorded as reports and incidents; the reference they compared with."""
     s = service.settings
     reference = load_reference(
         service.store,
@@ -178,7 +191,91 @@ def _drift(
     )
     findings = run_drift_tests(service, inputs, champion, scored, reference)
     record_drift(service.store, inputs, scored, reference, findings, s.incident_samples)
-    return findings
+    return findings, reference
+
+
+def _screen(
+    service: Service,
+    inputs: WindowInputs,
+    champion: Champion,
+    findings: DriftFindings,
+    eras: Eras,
+    reference: Reference,
+) -> Screen | None:
+    """The label screen of the window (:mod:`service.pipeline.screen`): suspect groups'
+    flagged samples held in quarantine, and their ``labels.suspect`` incidents."""
+    s, batch, seq = service.settings, inputs.batch, inputs.window.seq
+    if not s.label_screen:
+        return None
+    learned = _last_learned_seq(service, champion)
+    # An overall covariate drift that names no group does not say whose inputs changed.
+    unknown_shift = findings.drift.get("covariate", False) and not findings.drifted_groups.get(
+        "covariate"
+    )
+    skip = {}
+    for group in {str(g) for g in batch.groups}:
+        if unknown_shift:
+            skip[group] = NOT_SCREENED_DRIFT
+        elif eras.get(group, 0) > learned:
+            skip[group] = NOT_SCREENED_NEW_ERA
+    screen = screen_labels(
+        batch.y,
+        champion.outputs.probabilities,
+        batch.groups,
+        skip=skip,
+        error_history=reference.error_history,
+        alpha=s.label_screen_alpha,
+        min_rate=s.label_screen_min_rate,
+        min_group_size=s.min_drift_group_size,
+    )
+    flags = flags_from(batch.row_ids, screen.quarantined, batch.y, screen.believed, screen.scores)
+    held = {str(g): int((screen.quarantined & (batch.groups == g)).sum()) for g in screen.groups}
+    with service.store.session() as session:
+        hold_samples(
+            session,
+            inputs.stream.id,
+            inputs.window.id,
+            flags,
+            reason=f"label screen of window {seq}: its group's labels are suspect under "
+            f"v{champion.version}",
+        )
+        record_screen(
+            session,
+            stream_id=inputs.stream.id,
+            stream=inputs.stream.name,
+            window=seq,
+            screen=screen,
+            quarantined=held,
+        )
+    return screen
+
+
+def _last_learned_seq(service: Service, champion: Champion) -> int:
+    """The number of the last window the champion (or an ancestor) trained on."""
+    learned = [int(w) for w in champion.loaded.manifest.get("windows", [])]
+    if not learned:
+        return 0
+    with service.store.session() as session:
+        numbers = session.scalars(select(Window.seq).where(Window.id.in_(learned))).all()
+    return max(numbers, default=0)
+
+
+def _hold_rejected_window(
+    service: Service, inputs: WindowInputs, findings: DriftFindings, decision: Decision
+) -> None:
+    """A window whose candidate the gate rejected under concept or label drift is held out of
+    later gates, references and training until an operator releases it."""
+    kinds = [k for k in ("concept", "label") if findings.drift.get(k)]
+    if decision.rejected is None or decision.gate_passed is not False or not kinds:
+        return
+    with service.store.session() as session:
+        hold_window(
+            session,
+            inputs.stream.id,
+            inputs.window.id,
+            reason=f"candidate v{decision.rejected} rejected under {' and '.join(kinds)} drift "
+            f"on window {inputs.window.seq}",
+        )
 
 
 def _group_gap(
@@ -317,6 +414,7 @@ def _outcome(
     adaptation: Adaptation | None = None,
     gap: GapCheck | None = None,
     eras: Eras | None = None,
+    screen: Screen | None = None,
 ) -> WindowOutcome:
     """The window's outcome from the stages' results."""
     if cold is not None:
@@ -335,6 +433,7 @@ def _outcome(
         adaptation=adaptation.to_dict() if adaptation else None,
         group_gap=gap.to_dict() if gap else None,
         eras=eras or {},
+        screen=screen.to_dict() if screen else None,
         updated=decision is not None,
         candidate=d.candidate,
         gate_passed=d.gate_passed,

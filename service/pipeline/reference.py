@@ -49,10 +49,15 @@ def _reference_windows(
     session: Session, stream_id: int, seq: int, eras: Mapping[str, int], limit: int
 ) -> list[int]:
     """The reference windows before window number ``seq``, newest first, up to the one that
-    brings ``limit`` held-out samples of groups in their era."""
+    brings ``limit`` held-out samples of groups in their era (quarantine left out)."""
     rows = session.execute(
         select(Window.id, Window.seq)
-        .where(Window.stream_id == stream_id, Window.state == "processed", Window.seq < seq)
+        .where(
+            Window.stream_id == stream_id,
+            Window.state == "processed",
+            Window.seq < seq,
+            Window.quarantined.is_(False),
+        )
         .order_by(Window.seq.desc())
         .limit(SCAN)
     ).all()
@@ -64,6 +69,7 @@ def _reference_windows(
             Sample.stream_id == stream_id,
             Sample.window_id.in_(list(numbers)),
             Sample.split == "holdout",
+            Sample.quarantined.is_(False),
         )
         .group_by(Sample.window_id, Sample.group)
     ).all():

@@ -72,13 +72,14 @@ def training_windows(
     session: Session, stream: Stream, learned: list[int], current: Window, limit: int
 ) -> list[int]:
     """Ids of the newest ``limit`` windows up to ``current`` that the champion has not learned
-    (after the last of its ``learned`` window ids), oldest first."""
+    (after the last of its ``learned`` window ids), oldest first; quarantined windows left out."""
     ids = session.scalars(
         select(Window.id)
         .where(
             Window.stream_id == stream.id,
             Window.id > max(learned, default=0),
             Window.seq <= current.seq,
+            Window.quarantined.is_(False),
         )
         .order_by(Window.seq.desc())
         .limit(limit)

@@ -46,9 +46,15 @@ class Batch:
 
 
 def load_batch(
-    session: Session, stream: Stream, window_ids: list[int], split: str | None = None
+    session: Session,
+    stream: Stream,
+    window_ids: list[int],
+    split: str | None = None,
+    *,
+    quarantined: bool = False,
 ) -> Batch:
-    """All samples of ``window_ids`` (optionally one split), in arrival order."""
+    """The samples of ``window_ids`` (optionally one split), in arrival order; quarantined
+    samples only with ``quarantined`` (the window's own processing sees every sample)."""
     query = select(
         Sample.id,
         Sample.sample_id,
@@ -60,6 +66,8 @@ def load_batch(
     ).where(Sample.stream_id == stream.id, Sample.window_id.in_(window_ids))
     if split is not None:
         query = query.where(Sample.split == split)
+    if not quarantined:
+        query = query.where(Sample.quarantined.is_(False))
     rows = session.execute(query.order_by(Sample.seq)).all()
     shape = (stream.channels, stream.size, stream.size)
     if rows:

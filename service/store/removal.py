@@ -13,6 +13,7 @@ from service.store.schema import (
     Champion,
     DriftReport,
     ModelVersion,
+    Quarantine,
     Rejection,
     Sample,
     Stream,
@@ -27,7 +28,7 @@ def delete_stream(store: Store, model_dir: Path, name: str) -> bool:
         stream = session.scalar(select(Stream).where(Stream.name == name))
         if stream is None:
             return False
-        for table in (DriftReport, Alert, Champion, ModelVersion, Sample, Window):
+        for table in (DriftReport, Alert, Champion, ModelVersion, Quarantine, Sample, Window):
             session.execute(delete(table).where(table.stream_id == stream.id))
         session.execute(delete(Rejection).where(Rejection.stream_name == name))
         session.delete(stream)

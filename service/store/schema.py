@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -90,6 +91,8 @@ class Sample(Base):
     meta: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     image_digest: Mapped[str] = mapped_column(String(64))
     pixels: Mapped[bytes] = mapped_column(LargeBinary)
+    # Held out of training, replay, the gate and references while a ``Quarantine`` row holds it.
+    quarantined: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Window(Base):
@@ -109,6 +112,8 @@ class Window(Base):
     served_by: Mapped[int | None] = mapped_column("champion_version", Integer, nullable=True)
     drifted: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Kept out of later gates, references and training while a ``Quarantine`` row holds it.
+    quarantined: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ModelVersion(Base):
@@ -189,6 +194,32 @@ class Rejection(Base):
     index: Mapped[int | None] = mapped_column(Integer, nullable=True)
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Quarantine(Base):
+    """A sample (``kind`` ``sample``: a label the screen found likely wrong) or a whole window
+    (``kind`` ``window``: its candidate was rejected under concept or label drift) kept out of
+    learning. ``status``: ``held``, ``released`` (back in) or ``confirmed`` (out for good)."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (Index("ix_quarantine_stream_status", "stream_id", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stream_id: Mapped[int] = mapped_column(ForeignKey("streams.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    sample_row: Mapped[int | None] = mapped_column(
+        ForeignKey("samples.id", ondelete="CASCADE"), nullable=True
+    )
+    window_id: Mapped[int] = mapped_column(ForeignKey("windows.id"))
+    status: Mapped[str] = mapped_column(String(16), default="held")
+    reason: Mapped[str] = mapped_column(Text)
+    given: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    believed: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    decided_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class AlertDelivery(Base):

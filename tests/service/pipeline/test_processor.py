@@ -19,8 +19,7 @@ from service.store.schema import Sample, Window
 PLAN = replace(SHORT_DEMO, bad_samples={})
 
 
-@pytest.fixture
-def demo_service(tmp_path, database_url):
+def _demo_service(tmp_path, database_url):  # type: ignore[no-untyped-def]
     from helpers import make_settings
 
     from service.context import Service, set_service
@@ -34,6 +33,17 @@ def demo_service(tmp_path, database_url):
     set_service(None)
 
 
+@pytest.fixture
+def demo_service(tmp_path, database_url):
+    yield from _demo_service(tmp_path, database_url)
+
+
+@pytest.fixture
+def sqlite_demo_service(tmp_path):
+    """The demo on SQLite only (the quarantine's queries run on both stores elsewhere)."""
+    yield from _demo_service(tmp_path, f"sqlite:///{tmp_path / 'demo.db'}")
+
+
 def _play(service, plan):  # type: ignore[no-untyped-def]
     outcomes, served = [], []
     for _, samples in demo_stream(plan):
@@ -44,7 +54,12 @@ def _play(service, plan):  # type: ignore[no-untyped-def]
     return outcomes, served
 
 
-def test_demo_schedule_is_detected_and_the_gate_rejects_the_corrupted_update(demo_service) -> None:
+def test_demo_schedule_is_detected_and_the_gate_rejects_the_corrupted_update(
+    demo_service, monkeypatch
+) -> None:
+    # Without the label screen, the corrupted window reaches training and the gate stops it.
+    unscreened = demo_service.settings.model_copy(update={"label_screen": False})
+    monkeypatch.setattr(demo_service, "settings", unscreened)
     outcomes, served = _play(demo_service, PLAN)
     print(demo_margins(demo_service))
     assert [o.window for o in outcomes] == list(range(1, PLAN.windows + 1))
@@ -83,6 +98,77 @@ def test_demo_schedule_is_detected_and_the_gate_rejects_the_corrupted_update(dem
     after = by_window[swapped.window + 1]
     assert after.champion_before == swapped.promoted
     assert "B" not in after.drifted_groups.get("covariate", []), "rotated B is in the new reference"
+    _check_the_rejected_window_is_held(demo_service, corrupted)
+
+
+def _check_the_rejected_window_is_held(service, corrupted) -> None:  # type: ignore[no-untyped-def]
+    """Rejected under concept drift, the corrupted window leaves later gates until released."""
+    from service.pipeline.holdout import gate_holdout
+    from service.quarantine.records import decide, list_quarantine
+
+    assert corrupted.drift["concept"]
+    (held,) = list_quarantine(service.store, "demo")
+    assert held["kind"] == "window" and held["window"] == corrupted.window
+    assert held["reason"].startswith(f"candidate v{corrupted.rejected} rejected under concept")
+    with service.store.session() as session:
+        stream = service.store.stream(session, "demo")
+    assert (
+        corrupted.window not in gate_holdout(service.store, stream, service.settings).window_numbers
+    )
+    decided = decide(service.store, "demo", "released", windows=[corrupted.window], by="ops")
+    assert decided.windows == [corrupted.window]
+    assert corrupted.window in gate_holdout(service.store, stream, service.settings).window_numbers
+    assert list_quarantine(service.store, "demo") == []
+
+
+def test_the_screen_quarantines_the_corrupted_labels_before_they_train(
+    sqlite_demo_service,
+) -> None:
+    demo_service = sqlite_demo_service
+    from service.pipeline.holdout import gate_holdout
+    from service.quarantine.records import decide, list_quarantine
+    from service.store.batches import load_batch
+
+    outcomes, _ = _play(demo_service, PLAN)
+    by_window = {o.window: o for o in outcomes}
+    screens = {o.window: o.screen for o in outcomes if o.screen}
+    margins = {
+        w: {g: (v["flagged"], v["n"], v["expected"], v["p_value"]) for g, v in s["groups"].items()}
+        for w, s in screens.items()
+    }
+    print("screen (flagged, n, expected, p) per window and group:", margins)
+    corrupted = by_window[PLAN.corrupted_window]
+    suspect = {w: [g for g, v in s["groups"].items() if v["suspect"]] for w, s in screens.items()}
+    assert {w: g for w, g in suspect.items() if g} == {PLAN.corrupted_window: ["B"]}
+    b = corrupted.screen["groups"]["B"]
+    assert b["p_value"] < 1e-20 and corrupted.screen["quarantined"] >= 0.8 * b["n"]
+    (alert,) = [a for a in list_alerts(demo_service) if a["kind"] == "labels.suspect"]
+    assert alert["payload"]["group"] == "B" and alert["payload"]["window"] == PLAN.corrupted_window
+    held = list_quarantine(demo_service.store, "demo")
+    assert len(held) == corrupted.screen["quarantined"]
+    assert {q["group"] for q in held} == {"B"} and {q["kind"] for q in held} == {"sample"}
+    # Most of B's permuted labels are believed to be what the permutation took them from.
+    assert sum(q["given"] != q["believed"] for q in held) == len(held)
+    ids = {q["sample"] for q in held}
+    with demo_service.store.session() as session:
+        stream = demo_service.store.stream(session, "demo")
+        window_id = session.scalar(
+            select(Window.id).where(Window.stream_id == stream.id, Window.seq == corrupted.window)
+        )
+        training = load_batch(session, stream, [window_id], split="train")
+    assert not ids & set(training.sample_ids), "held samples never train"
+    holdout = gate_holdout(demo_service.store, stream, demo_service.settings)
+    assert not ids & set(holdout.batch.sample_ids), "nor sit in the gate's holdout"
+    if corrupted.candidate is not None:
+        state = demo_service.version("demo", corrupted.candidate).state
+        assert state is not None and not ids & set(state.meta["buffer_ids"])
+    released = sorted(ids)[:5]
+    decide(demo_service.store, "demo", "released", ids=released, by="ops", note="checked")
+    with demo_service.store.session() as session:
+        everything = load_batch(session, stream, [window_id])
+    assert set(released) <= set(everything.sample_ids) and not (ids - set(released)) & set(
+        everything.sample_ids
+    )
 
 
 def _runs(windows: list[int]) -> list[list[int]]:

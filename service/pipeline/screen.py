@@ -1,0 +1,126 @@
+"""The label screen: which of a window's labels are likely wrong, before the window trains.
+
+The champion has not trained on the window, so its probabilities there are out of sample,
+as confident learning (cleanlab, :mod:`learners.label_quality`) requires. cleanlab also
+flags the champion's own confident mistakes, so flags alone would quarantine the hard
+examples a model should learn from. A group's flags are therefore quarantined only when
+its flagged share is beyond what the champion gets wrong on that group anyway: a one-sided
+binomial test against the champion's error rate on the group's recent held-out samples (the
+reference's error history, at least ``min_rate``), Bonferroni-corrected over the groups
+screened. Such a group is *suspect* (a ``labels.suspect`` incident).
+
+The champion's probabilities only speak for inputs it knows, so a group is not screened
+when its inputs drifted in this window or its era (its latest shift) began after the last
+window the champion learned: on a new domain the champion's errors are not label noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.stats import binomtest
+
+from learners.label_quality import find_label_issues
+
+NOT_SCREENED_DRIFT = "its inputs drifted in this window"
+NOT_SCREENED_NEW_ERA = "its inputs changed after the champion's last trained window"
+NOT_SCREENED_FEW = "fewer than {n} samples"
+
+
+@dataclass(frozen=True)
+class GroupScreen:
+    """One group's screen: flagged of n, the share expected of clean labels, the test."""
+
+    n: int
+    flagged: int = 0
+    expected: float | None = None
+    p_value: float | None = None
+    suspect: bool = False
+    skipped: str | None = None  # why the group was not screened
+
+
+@dataclass(frozen=True)
+class Screen:
+    """The window's screen: per group, and which samples (window order) are quarantined."""
+
+    groups: dict[str, GroupScreen]
+    threshold: float
+    quarantined: np.ndarray  # bool (N,)
+    scores: np.ndarray  # float (N,): cleanlab's self-confidence, 1.0 where not screened
+    believed: np.ndarray  # int64 (N,): the class the champion believes
+    candidates: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    @property
+    def suspect_groups(self) -> list[str]:
+        return sorted(g for g, s in self.groups.items() if s.suspect)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The window summary's ``screen``: per group counts, expectations and verdicts."""
+        return {
+            "threshold": self.threshold,
+            "quarantined": int(self.quarantined.sum()),
+            "flagged": int(self.candidates.sum()),
+            "groups": {g: asdict(s) for g, s in sorted(self.groups.items())},
+        }
+
+
+def expected_rate(errors: Sequence[bool], min_rate: float) -> float:
+    """The flagged share expected of a group's clean labels: the champion's error rate on
+    its held-out samples (add-one smoothed), at least ``min_rate``."""
+    n = len(errors)
+    return max(min_rate, (float(sum(errors)) + 1.0) / (n + 2.0))
+
+
+def screen_labels(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    groups: np.ndarray,
+    *,
+    skip: Mapping[str, str],
+    error_history: Mapping[str, Sequence[bool]],
+    alpha: float,
+    min_rate: float,
+    min_group_size: int,
+) -> Screen:
+    """Screen a window's ``labels`` under the champion's out-of-sample ``probabilities``.
+
+    ``skip`` names groups not to screen, with the reason; ``error_history`` is the
+    champion's errors per group on held-out samples it never trained on.
+    """
+    names = np.asarray([str(g) for g in groups])
+    n = len(labels)
+    believed = np.asarray(probabilities).argmax(axis=1).astype(np.int64) if n else np.zeros(0)
+    scores = np.ones(n)
+    candidates = np.zeros(n, dtype=bool)
+    verdicts: dict[str, GroupScreen] = {}
+    screened: list[str] = []
+    for group in sorted(set(names.tolist())):
+        members = int((names == group).sum())
+        if group in skip:
+            verdicts[group] = GroupScreen(members, skipped=skip[group])
+        elif members < min_group_size:
+            verdicts[group] = GroupScreen(
+                members, skipped=NOT_SCREENED_FEW.format(n=min_group_size)
+            )
+        else:
+            screened.append(group)
+    threshold = alpha / max(len(screened), 1)
+    mask = np.isin(names, screened)
+    if mask.any():
+        issues = find_label_issues(np.asarray(labels)[mask], np.asarray(probabilities)[mask])
+        candidates[mask] = issues.flagged
+        scores[mask] = issues.scores
+    quarantined = np.zeros(n, dtype=bool)
+    for group in screened:
+        members = names == group
+        k, m = int(candidates[members].sum()), int(members.sum())
+        rate = expected_rate(error_history.get(group, []), min_rate)
+        p_value = float(binomtest(k, m, rate, alternative="greater").pvalue)
+        suspect = p_value < threshold
+        if suspect:
+            quarantined |= members & candidates
+        verdicts[group] = GroupScreen(m, k, round(rate, 4), p_value, suspect)
+    return Screen(verdicts, threshold, quarantined, scores, believed, candidates)

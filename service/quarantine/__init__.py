@@ -1,0 +1,1 @@
+"""Quarantine: samples and windows held out of learning, and the operators' decisions on them."""

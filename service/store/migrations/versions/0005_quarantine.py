@@ -1,0 +1,52 @@
+"""Quarantine: samples whose labels the screen found likely wrong, and windows whose candidate
+was rejected under concept or label drift, kept out of training, replay, gates and references.
+
+Revision ID: 0005
+Revises: 0004
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    for table in ("samples", "windows"):
+        with op.batch_alter_table(table) as batch:
+            batch.add_column(
+                sa.Column("quarantined", sa.Boolean(), nullable=False, server_default=sa.false())
+            )
+    op.create_table(
+        "quarantine",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("stream_id", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("sample_row", sa.Integer(), nullable=True),
+        sa.Column("window_id", sa.Integer(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("given", sa.Integer(), nullable=True),
+        sa.Column("believed", sa.Integer(), nullable=True),
+        sa.Column("score", sa.Float(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("decided_by", sa.String(length=128), nullable=True),
+        sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("note", sa.Text(), nullable=True),
+        sa.ForeignKeyConstraint(["stream_id"], ["streams.id"]),
+        sa.ForeignKeyConstraint(["sample_row"], ["samples.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["window_id"], ["windows.id"]),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_quarantine_stream_status", "quarantine", ["stream_id", "status"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_quarantine_stream_status", table_name="quarantine")
+    op.drop_table("quarantine")
+    for table in ("samples", "windows"):
+        with op.batch_alter_table(table) as batch:
+            batch.drop_column("quarantined")
