@@ -301,8 +301,8 @@ class Settings(BaseSettings):
     label_screen: bool = Field(
         default=True,
         description="Screen each window's labels with cleanlab before it trains, and quarantine "
-        "the likely wrong ones of a group whose flagged share is beyond the champion's own "
-        "error rate.",
+        "the likely wrong ones of a group whose flagged share is beyond its running rate (the "
+        "share flagged among its reference samples).",
     )
     label_screen_alpha: float = Field(
         default=0.01,
@@ -315,8 +315,7 @@ class Settings(BaseSettings):
         default=0.02,
         ge=0.0,
         lt=1.0,
-        description="Lowest expected flagged share of a group (its rate is otherwise the "
-        "champion's error rate on the group's recent held-out samples).",
+        description="Lowest running rate of flagged labels a group is tested against.",
     )
 
     # Gate

@@ -166,14 +166,26 @@ def closed_port_url() -> str:
 
 
 def play_demo(
-    home: Path, plan: DemoPlan = SHORT_DEMO, echo: Callable[[str], None] = print
+    home: Path,
+    plan: DemoPlan = SHORT_DEMO,
+    echo: Callable[[str], None] = print,
+    *,
+    label_screen: bool = False,
 ) -> tuple[Service, dict[str, Any]]:
-    """A demo run in this process through the calls the Celery tasks make; its summary."""
+    """A demo run in this process through the calls the Celery tasks make; its summary.
+
+    The label screen is off unless asked: these demos test the gate on the corrupted window,
+    whose labels the screen would otherwise hold back before they train."""
     from service.ingest.samples import ingest
     from service.models.serving import predict_images
     from service.pipeline.processor import process_pending
 
-    settings = Settings(home=home, window_size=plan.window_size, operator_token=DEMO_TOKEN)
+    settings = Settings(
+        home=home,
+        window_size=plan.window_size,
+        operator_token=DEMO_TOKEN,
+        label_screen=label_screen,
+    )
     service = Service.from_settings(settings)
 
     def send_samples(stream: str, samples: list[dict[str, Any]]) -> dict[str, Any]:

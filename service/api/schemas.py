@@ -145,6 +145,9 @@ class StreamStatus(BaseModel):
     adaptation: AdaptationOut | None = Field(
         description="The open adaptation, or null when none is open."
     )
+    quarantined: dict[str, int] = Field(
+        description="Held in quarantine: samples (likely wrong labels) and windows."
+    )
 
 
 class StatusResponse(BaseModel):

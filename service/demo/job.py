@@ -149,7 +149,7 @@ def window_margins(service: Service, stream_id: int, seq: int, summary: dict[str
                     ModelVersion.version == summary["candidate"],
                 )
             )
-    parts = [drift_margins(reports)]
+    parts = [drift_margins(reports), screen_margin(summary.get("screen"))]
     if report:
         gate = gate_margins(
             report,
@@ -159,6 +159,21 @@ def window_margins(service: Service, stream_id: int, seq: int, summary: dict[str
         )
         parts.append(str(gate) if gate is not None else "")
     return " | ".join(p for p in parts if p)
+
+
+def screen_margin(screen: dict[str, Any] | None) -> str:
+    """The label screen's closest group: its binomial p-value against the threshold.
+
+    >>> screen_margin({"threshold": 0.005, "groups": {"A": {"p_value": 0.9},
+    ...     "B": {"p_value": 1e-9}, "C": {"p_value": None}}})
+    'screen margin: p=1e-09[B] vs 0.005'
+    """
+    tested = [(g["p_value"], name) for name, g in (screen or {}).get("groups", {}).items()]
+    tested = [(p, name) for p, name in tested if p is not None]
+    if not screen or not tested:
+        return ""
+    p, group = min(tested)
+    return f"screen margin: p={p:.2g}[{group}] vs {screen['threshold']:.2g}"
 
 
 def describe(seq: int, summary: dict[str, Any], served: int | None, margins: str = "") -> str:
@@ -173,6 +188,10 @@ def describe(seq: int, summary: dict[str, Any], served: int | None, margins: str
         parts.append("DRIFT " + ", ".join(f"{k}[{','.join(groups.get(k, []))}]" for k in drift))
     elif summary.get("champion_before") is not None:
         parts.append("no drift")
+    screen = summary.get("screen") or {}
+    suspect = [g for g, v in screen.get("groups", {}).items() if v["suspect"]]
+    if suspect:
+        parts.append(f"LABELS SUSPECT in {','.join(suspect)}: {screen['quarantined']} quarantined")
     adaptation = summary.get("adaptation")
     if adaptation:
         groups = ",".join(adaptation["groups"])
@@ -286,6 +305,11 @@ def summarise(service: Service, stream_name: str, plan: DemoPlan) -> dict[str, A
         "accuracy_by_group": accuracy,
         "alerts": dict(sorted(Counter(alert_counts).items())),
         "adaptations": adaptations([w.summary or {} for w in windows]),
+        "quarantined": {
+            str(w.seq): (w.summary or {})["screen"]["quarantined"]
+            for w in windows
+            if ((w.summary or {}).get("screen") or {}).get("quarantined")
+        },
         "seconds": 0.0,
     }
 

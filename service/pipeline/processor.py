@@ -40,7 +40,13 @@ from service.pipeline.inputs import Champion, WindowInputs, load_inputs, model_o
 from service.pipeline.prequential import Prequential, score_window
 from service.pipeline.records import record_drift
 from service.pipeline.reference import Reference, load_reference
-from service.pipeline.screen import NOT_SCREENED_DRIFT, NOT_SCREENED_NEW_ERA, Screen, screen_labels
+from service.pipeline.screen import (
+    NOT_SCREENED_DRIFT,
+    NOT_SCREENED_NEW_ERA,
+    Screen,
+    expected_rates,
+    screen_labels,
+)
 from service.pipeline.timing import Stopwatch
 from service.pipeline.update import (
     TrainingRun,
@@ -223,7 +229,12 @@ def _screen(
         champion.outputs.probabilities,
         batch.groups,
         skip=skip,
-        error_history=reference.error_history,
+        expected=expected_rates(
+            reference.holdout.y,
+            reference.probabilities,
+            reference.holdout.groups,
+            s.label_screen_min_rate,
+        ),
         alpha=s.label_screen_alpha,
         min_rate=s.label_screen_min_rate,
         min_group_size=s.min_drift_group_size,

@@ -33,13 +33,15 @@ class Reference:
     covariate reference); ``labels``: every sample of those windows (the label reference);
     ``features``: the champion's penultimate features of ``holdout`` (None in the encoder
     feature space); ``error_history``: the champion's errors on the samples it never trained
-    on, oldest first, per group (the concept detector's history).
+    on, oldest first, per group (the concept detector's history); ``probabilities``: the
+    champion's class probabilities on ``holdout`` (the label screen's running rate).
     """
 
     holdout: Batch
     labels: Batch
     features: np.ndarray | None
     error_history: dict[str, list[bool]]
+    probabilities: np.ndarray
 
 
 SCAN = 200  # processed windows read back at most to fill a reference
@@ -134,13 +136,12 @@ def load_reference(
         holdout = holdout.where(np.arange(len(holdout)) < limit)
     # The held-out reference is part of what the champion never trained on: one pass serves both.
     outputs = model_outputs(champion.model, unseen.x, features=features)
-    reference_features = None
-    if outputs.features is not None:
-        row = {int(r): i for i, r in enumerate(unseen.row_ids)}
-        reference_features = outputs.features[[row[int(r)] for r in holdout.row_ids]]
+    row = {int(r): i for i, r in enumerate(unseen.row_ids)}
+    rows = [row[int(r)] for r in holdout.row_ids]
     return Reference(
         holdout=holdout,
         labels=concat(per_window),
-        features=reference_features,
+        features=outputs.features[rows] if outputs.features is not None else None,
         error_history=_error_history(unseen, outputs.predictions),
+        probabilities=outputs.probabilities[rows],
     )

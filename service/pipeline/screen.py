@@ -4,10 +4,11 @@ The champion has not trained on the window, so its probabilities there are out o
 as confident learning (cleanlab, :mod:`learners.label_quality`) requires. cleanlab also
 flags the champion's own confident mistakes, so flags alone would quarantine the hard
 examples a model should learn from. A group's flags are therefore quarantined only when
-its flagged share is beyond what the champion gets wrong on that group anyway: a one-sided
-binomial test against the champion's error rate on the group's recent held-out samples (the
-reference's error history, at least ``min_rate``), Bonferroni-corrected over the groups
-screened. Such a group is *suspect* (a ``labels.suspect`` incident).
+its flagged share is beyond the stream's running rate for that group: the share cleanlab
+flags, under the same champion, among the group's samples in the drift reference (held-out
+samples of the latest windows, quarantine left out; add-one smoothed, at least
+``min_rate``), by a one-sided binomial test Bonferroni-corrected over the groups screened.
+Such a group is *suspect* (a ``labels.suspect`` incident).
 
 The champion's probabilities only speak for inputs it knows, so a group is not screened
 when its inputs drifted in this window or its era (its latest shift) began after the last
@@ -16,7 +17,7 @@ window the champion learned: on a new domain the champion's errors are not label
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -67,11 +68,17 @@ class Screen:
         }
 
 
-def expected_rate(errors: Sequence[bool], min_rate: float) -> float:
-    """The flagged share expected of a group's clean labels: the champion's error rate on
-    its held-out samples (add-one smoothed), at least ``min_rate``."""
-    n = len(errors)
-    return max(min_rate, (float(sum(errors)) + 1.0) / (n + 2.0))
+def expected_rates(
+    labels: np.ndarray, probabilities: np.ndarray, groups: np.ndarray, min_rate: float
+) -> dict[str, float]:
+    """The flagged share expected of each group's labels: cleanlab's flags, under the same
+    champion, on the group's reference samples (add-one smoothed), at least ``min_rate``."""
+    names = np.asarray([str(g) for g in groups])
+    flagged = find_label_issues(np.asarray(labels), np.asarray(probabilities)).flagged
+    return {
+        g: max(min_rate, (float(flagged[names == g].sum()) + 1.0) / ((names == g).sum() + 2.0))
+        for g in sorted(set(names.tolist()))
+    }
 
 
 def screen_labels(
@@ -80,15 +87,15 @@ def screen_labels(
     groups: np.ndarray,
     *,
     skip: Mapping[str, str],
-    error_history: Mapping[str, Sequence[bool]],
+    expected: Mapping[str, float],
     alpha: float,
     min_rate: float,
     min_group_size: int,
 ) -> Screen:
     """Screen a window's ``labels`` under the champion's out-of-sample ``probabilities``.
 
-    ``skip`` names groups not to screen, with the reason; ``error_history`` is the
-    champion's errors per group on held-out samples it never trained on.
+    ``skip`` names groups not to screen, with the reason; ``expected`` is each group's
+    running flagged share (:func:`expected_rates`; ``min_rate`` for a group it lacks).
     """
     names = np.asarray([str(g) for g in groups])
     n = len(labels)
@@ -117,7 +124,7 @@ def screen_labels(
     for group in screened:
         members = names == group
         k, m = int(candidates[members].sum()), int(members.sum())
-        rate = expected_rate(error_history.get(group, []), min_rate)
+        rate = max(min_rate, expected.get(group, min_rate))
         p_value = float(binomtest(k, m, rate, alternative="greater").pvalue)
         suspect = p_value < threshold
         if suspect:

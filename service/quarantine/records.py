@@ -176,7 +176,7 @@ def _held(
             (Sample.sample_id.in_(list(ids)))
             | ((Quarantine.kind == "window") & Window.seq.in_(list(windows)))
         )
-    return [tuple(row) for row in session.execute(query.with_for_update(of=Quarantine)).all()]  # type: ignore[misc]
+    return list(session.execute(query.with_for_update(of=Quarantine)).tuples().all())
 
 
 def decide(

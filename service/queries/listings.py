@@ -15,6 +15,7 @@ from service.store.schema import (
     Alert,
     DriftReport,
     ModelVersion,
+    Quarantine,
     Rejection,
     Sample,
     Stream,
@@ -70,8 +71,8 @@ def _backlog(session: Session, stream_id: int) -> dict[str, float | int]:
 
 
 def status(service: Service) -> dict[str, Any]:
-    """Per stream: samples, rejections, windows by state, the champion, the backlog and the
-    open adaptation."""
+    """Per stream: samples, rejections, windows by state, the champion, the backlog, the
+    open adaptation and what quarantine holds."""
     streams: dict[str, Any] = {}
     with service.store.session() as session:
         for stream in session.scalars(select(Stream).order_by(Stream.name)):
@@ -99,8 +100,21 @@ def status(service: Service) -> dict[str, Any]:
                 "champion": champion_version(session, stream.id),
                 "backlog": _backlog(session, stream.id),
                 "adaptation": _open_adaptation(session, stream.id),
+                "quarantined": _held(session, stream.id),
             }
     return {"streams": streams}
+
+
+def _held(session: Session, stream_id: int) -> dict[str, int]:
+    """What the stream holds in quarantine: samples and windows."""
+    held = dict(
+        session.execute(
+            select(Quarantine.kind, func.count())
+            .where(Quarantine.stream_id == stream_id, Quarantine.status == "held")
+            .group_by(Quarantine.kind)
+        ).all()
+    )
+    return {"samples": held.get("sample", 0), "windows": held.get("window", 0)}
 
 
 def _open_adaptation(session: Session, stream_id: int) -> dict[str, Any] | None:

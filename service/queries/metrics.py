@@ -24,6 +24,8 @@ Families (labels in braces):
   on the latest window it served;
 - ``learnstream_adaptation_open{stream}`` and ``learnstream_adaptation_group_gap{stream,
   group}`` (baseline minus latest accuracy of each group an open adaptation waits for);
+- ``learnstream_quarantined{stream,kind}``: samples (``sample``) and windows (``window``)
+  held in quarantine;
 - ``learnstream_gate_decisions_total{stream,decision}`` (``promoted`` or ``rejected``;
   version 1's bootstrap check included);
 - summaries ``learnstream_update_duration_seconds{stream}``,
@@ -65,6 +67,7 @@ from service.store.schema import (
     AlertDelivery,
     Champion,
     DriftReport,
+    Quarantine,
     Rejection,
     Stream,
     Window,
@@ -289,6 +292,7 @@ def _champions(session: Session, streams: dict[int, str], names: list[str]) -> I
             group_accuracy.add_metric([streams[stream_id], group], value)
     yield from (accuracy, group_accuracy)
     yield from _adaptations(session, streams)
+    yield from _quarantine(session, streams)
 
     decisions = {(name, d): 0 for name in names for d in ("promoted", "rejected")}
     passed = Window.summary["gate_passed"].as_boolean()
@@ -331,6 +335,26 @@ def _adaptations(session: Session, streams: dict[int, str]) -> Iterator[Metric]:
             if latest is not None:
                 gap.add_metric([streams[stream_id], group], adaptation.baseline[group] - latest)
     yield from (opened, gap)
+
+
+def _quarantine(session: Session, streams: dict[int, str]) -> Iterator[Metric]:
+    held = GaugeMetricFamily(
+        "learnstream_quarantined",
+        "Samples (likely wrong labels) and windows held in quarantine, per stream.",
+        labels=["stream", "kind"],
+    )
+    counts = {
+        (stream_id, kind): n
+        for stream_id, kind, n in session.execute(
+            select(Quarantine.stream_id, Quarantine.kind, func.count())
+            .where(Quarantine.status == "held")
+            .group_by(Quarantine.stream_id, Quarantine.kind)
+        )
+    }
+    for stream_id, name in sorted(streams.items(), key=lambda item: item[1]):
+        for kind in ("sample", "window"):
+            held.add_metric([name, kind], counts.get((stream_id, kind), 0))
+    yield held
 
 
 def _durations(session: Session, streams: dict[int, str]) -> Iterator[Metric]:

@@ -124,11 +124,14 @@ def _check_the_rejected_window_is_held(service, corrupted) -> None:  # type: ign
 def test_the_screen_quarantines_the_corrupted_labels_before_they_train(
     sqlite_demo_service,
 ) -> None:
-    demo_service = sqlite_demo_service
+    from prometheus_client import generate_latest
+
     from service.pipeline.holdout import gate_holdout
     from service.quarantine.records import decide, list_quarantine
+    from service.queries.metrics import metrics_registry
     from service.store.batches import load_batch
 
+    demo_service = sqlite_demo_service
     outcomes, _ = _play(demo_service, PLAN)
     by_window = {o.window: o for o in outcomes}
     screens = {o.window: o.screen for o in outcomes if o.screen}
@@ -146,6 +149,10 @@ def test_the_screen_quarantines_the_corrupted_labels_before_they_train(
     assert alert["payload"]["group"] == "B" and alert["payload"]["window"] == PLAN.corrupted_window
     held = list_quarantine(demo_service.store, "demo")
     assert len(held) == corrupted.screen["quarantined"]
+    counts = status(demo_service)["streams"]["demo"]["quarantined"]
+    assert counts == {"samples": len(held), "windows": 0}
+    metrics = generate_latest(metrics_registry(lambda: demo_service)).decode()
+    assert f'learnstream_quarantined{{stream="demo",kind="sample"}} {float(len(held))}' in metrics
     assert {q["group"] for q in held} == {"B"} and {q["kind"] for q in held} == {"sample"}
     # Most of B's permuted labels are believed to be what the permutation took them from.
     assert sum(q["given"] != q["believed"] for q in held) == len(held)
