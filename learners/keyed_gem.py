@@ -18,6 +18,11 @@ class KeyedGEMPlugin(GEMPlugin):
     subset of `patterns_per_experience` samples (see `learners.fairness.balanced_subset`).
     """
 
+    # GEMPlugin's memories by experience (declared here for the type checker).
+    memory_x: dict[int, Tensor]
+    memory_y: dict[int, Tensor]
+    memory_tid: dict[int, Tensor]
+
     def __init__(
         self, patterns_per_experience: int, memory_strength: float, group_balanced: bool = False
     ) -> None:

@@ -91,9 +91,7 @@ def _purge_plugin(
         for group, size in zip(meta["groups"], kept, strict=True):
             group["size"] = size
     elif name == "gem":
-        segments = [
-            (f"e{exp}.", len(tensors[f"{name}.e{exp}.x"])) for exp in meta["experiences"]
-        ]
+        segments = [(f"e{exp}.", len(tensors[f"{name}.e{exp}.x"])) for exp in meta["experiences"]]
         _cut(tensors, name, segments, flags)
     elif name == "agem":
         segments = [(f"e{i}.", int(size)) for i, size in enumerate(meta["sizes"])]
