@@ -196,13 +196,9 @@ def test_the_cli_and_the_api_delete_through_the_same_path(token_service) -> None
     service = token_service
     samples = digit_samples(6, prefix="c")
     ingest(service.store, service.settings, STREAM, samples)
-    result = runner.invoke(
-        cli,
-        [
-            "samples", "delete", "--stream", STREAM, "--ids", f"{samples[0]['id']},{samples[1]['id']}",
-            "--by", "ops", "--reason", "cli test", "--json",
-        ],
-    )  # fmt: skip
+    ids = f"{samples[0]['id']},{samples[1]['id']}"
+    args = ["samples", "delete", "--stream", STREAM, "--ids", ids, "--by", "ops"]
+    result = runner.invoke(cli, [*args, "--reason", "cli test", "--json"])
     assert result.exit_code == 0, result.output
     answer = json.loads(result.output)
     assert answer == {"deleted": 2, "versions_trained_on_them": [], "audit_id": answer["audit_id"]}
