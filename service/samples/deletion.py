@@ -396,7 +396,7 @@ def delete_samples(
     result = DeletionResult(
         stream, deleted, found.trained, audit_id, sorted(digests), dict(kept) if kept else None
     )
-    log.warning(
+    log.info(
         "samples deleted",
         extra={
             "stream": stream,

@@ -35,8 +35,10 @@ def send_window(service: Service, window: int, *, meta: dict | None = None) -> l
     return samples
 
 
-def trained_service(tmp_path: Path, database_url: str | None, windows: int) -> Service:
-    settings = make_settings(tmp_path, database_url, **FAST)
+def trained_service(
+    tmp_path: Path, database_url: str | None, windows: int, **overrides: object
+) -> Service:
+    settings = make_settings(tmp_path, database_url, **{**FAST, **overrides})
     service = Service.from_settings(settings)
     for window in range(1, windows + 1):
         send_window(service, window)
