@@ -7,10 +7,10 @@ import json
 from datetime import timedelta
 
 import pytest
-from conftest import STREAM, send_window
 from fastapi.testclient import TestClient
 from helpers import digit_samples, make_settings
 from sqlalchemy import select, update
+from trained_stream import STREAM, send_window, trained_fixture, trained_sqlite_fixture  # noqa: F401 (fixtures)
 from typer.testing import CliRunner
 
 from service.api.app import create_app

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from conftest import STREAM, trained_service
 from helpers import digit_samples, make_settings
 from sqlalchemy import select, update
+from trained_stream import STREAM, trained_service
 
 from service.context import Service, set_service
 from service.ingest.samples import ingest

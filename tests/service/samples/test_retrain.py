@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import STREAM
+from trained_stream import STREAM, trained_sqlite_fixture  # noqa: F401 (fixtures)
 from typer.testing import CliRunner
 
 from service.cli import cli

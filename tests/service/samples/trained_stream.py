@@ -1,4 +1,7 @@
-"""A small stream that has trained: version 1 and updates from it, with replay buffers."""
+"""A small stream that trains: version 1 and updates from it, with replay buffers.
+
+The test modules import the fixtures ``trained`` (SQLite and PostgreSQL) and
+``trained_sqlite`` from here (a conftest of this folder would clash with tests/learners')."""
 
 from __future__ import annotations
 
@@ -45,8 +48,8 @@ def trained_service(
     return service
 
 
-@pytest.fixture
-def trained(tmp_path: Path, database_url: str) -> Iterator[Service]:
+@pytest.fixture(name="trained")
+def trained_fixture(tmp_path: Path, database_url: str) -> Iterator[Service]:
     """Three windows: version 1 on window 1, then a candidate per window."""
     service = trained_service(tmp_path, database_url, 3)
     set_service(service)
@@ -54,8 +57,8 @@ def trained(tmp_path: Path, database_url: str) -> Iterator[Service]:
     set_service(None)
 
 
-@pytest.fixture
-def trained_sqlite(tmp_path: Path) -> Iterator[Service]:
+@pytest.fixture(name="trained_sqlite")
+def trained_sqlite_fixture(tmp_path: Path) -> Iterator[Service]:
     """As ``trained``, on SQLite only."""
     service = trained_service(tmp_path, None, 3)
     set_service(service)
