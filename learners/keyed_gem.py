@@ -18,6 +18,11 @@ class KeyedGEMPlugin(GEMPlugin):
     subset of `patterns_per_experience` samples (see `learners.fairness.balanced_subset`).
     """
 
+    # GEMPlugin's memories by experience (declared here for the type checker).
+    memory_x: dict[int, Tensor]
+    memory_y: dict[int, Tensor]
+    memory_tid: dict[int, Tensor]
+
     def __init__(
         self, patterns_per_experience: int, memory_strength: float, group_balanced: bool = False
     ) -> None:
@@ -43,3 +48,31 @@ class KeyedGEMPlugin(GEMPlugin):
         self.memory_tid[t] = torch.tensor(
             [int(task_labels[position[int(k)]]) for k in self.memory_key[t]], dtype=torch.int64
         )
+
+    def before_training_iteration(self, strategy, **kwargs) -> None:
+        """GEM's reference gradients, one per experience whose memory still holds samples.
+
+        Avalanche's GEM reads ``memory_x[t]`` for every experience so far; a memory emptied
+        by a deletion of its samples (:mod:`learners.memory_purge`) has no gradient to give,
+        so it is left out of the constraints (``G`` gets one row fewer)."""
+        counter = strategy.clock.train_exp_counter
+        if all(len(self.memory_x.get(t, ())) for t in range(counter)):
+            super().before_training_iteration(strategy, **kwargs)
+            return
+        held = {t: self.memory_x[t] for t in range(counter) if len(self.memory_x.get(t, ()))}
+        saved_x, saved_y, saved_t = self.memory_x, self.memory_y, self.memory_tid
+        # Avalanche's loop over range(counter), run on the held memories numbered 0.. again.
+        self.memory_x = dict(enumerate(held.values()))
+        self.memory_y = dict(enumerate(saved_y[t] for t in held))
+        self.memory_tid = dict(enumerate(saved_t[t] for t in held))
+        clock_counter = strategy.clock.train_exp_counter
+        try:
+            strategy.clock.train_exp_counter = len(held)
+            if held:
+                super().before_training_iteration(strategy, **kwargs)
+            else:
+                parameters = sum(p.numel() for p in strategy.model.parameters())
+                self.G = torch.zeros((0, parameters), device=strategy.device)
+        finally:
+            strategy.clock.train_exp_counter = clock_counter
+            self.memory_x, self.memory_y, self.memory_tid = saved_x, saved_y, saved_t

@@ -30,6 +30,7 @@ from service.config import (
 )
 from service.context import Service, get_service, set_service
 from service.errors import LearnstreamError
+from service.samples.cli import samples_cli
 from service.streams.cli import streams_cli
 
 if TYPE_CHECKING:
@@ -503,6 +504,7 @@ def status(json_out: JsonOption = False) -> None:
 
 
 cli.add_typer(streams_cli, name="streams")
+cli.add_typer(samples_cli, name="samples")
 
 alerts_cli = typer.Typer(
     help="Drift, fairness, update and ingest alerts, newest first; `alerts ack ID` acknowledges."
@@ -687,9 +689,13 @@ def models(
         star = "*" if m["champion"] else " "
         reasons = (m["gate_report"] or {}).get("reasons", [])
         gate = _short(reasons[0], more=len(reasons) - 1) if reasons else ""
+        deleted = m["trained_on_deleted"]
+        marker = (
+            f"[trained on deleted samples: #{', #'.join(map(str, deleted))}] " if deleted else ""
+        )
         typer.echo(
             f"{star} v{m['version']:<4} {m['status']:<9} parent {m['parent'] or '-':<4} "
-            f"{m['strategy']:<7} windows {m['windows']} {gate}"
+            f"{m['strategy']:<7} windows {m['windows']} {marker}{gate}"
         )
 
 
@@ -842,7 +848,7 @@ def api(
 ) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json, Prometheus at /metrics)."""
     from service.api.app import serve
-    from workers.app import configure, queue_windows
+    from workers.app import configure, queue_retrain, queue_windows
 
     settings = Settings()
     configure(settings)
@@ -853,7 +859,7 @@ def api(
             err=True,
         )
 
-    serve(settings, host, port, on_windows_closed=queue_windows)
+    serve(settings, host, port, on_windows_closed=queue_windows, on_retrain=queue_retrain)
 
 
 def main() -> None:

@@ -167,7 +167,21 @@ class Settings(BaseSettings):
         default=32, ge=1, description="Samples an open window needs to be closed by age."
     )
     sweep_interval: float = Field(
-        default=60.0, gt=0, description="Seconds between sweeps that close windows by age."
+        default=60.0,
+        gt=0,
+        description="Seconds between sweeps that close windows by age and apply retention.",
+    )
+    retention_max_age: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds a sample is kept (by its received time); the sweep deletes older "
+        "ones with their lineage. Unset: kept forever.",
+    )
+    retention_max_samples: int | None = Field(
+        default=None,
+        ge=1,
+        description="Samples a stream keeps at most; the sweep deletes the oldest beyond it. "
+        "Unset: unbounded.",
     )
     holdout_fraction: float = Field(
         default=0.3,

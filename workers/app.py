@@ -16,6 +16,7 @@ ROUTES = {
     "learnstream.process_window": {"queue": "learn"},
     "learnstream.predict": {"queue": "predict"},
     "learnstream.sweep": {"queue": "learn"},
+    "learnstream.retrain": {"queue": "learn"},
 }
 
 app = Celery("learnstream", include=["workers.tasks"])
@@ -148,3 +149,10 @@ def queue_windows(stream: str, window_ids: list[int]) -> None:
 # Lazy defaults from the environment, read on the first access to ``app.conf`` (never at
 # import time); ``configure`` overrides them explicitly.
 app.add_defaults(lambda: celery_config(load_settings()))
+
+
+def queue_retrain(stream: str, deletion: int | None) -> str:
+    """Queue ``learnstream.retrain`` (a candidate trained without a deletion's samples) for
+    the stream's learner; returns the task id."""
+    result = app.send_task("learnstream.retrain", kwargs={"stream": stream, "deletion": deletion})
+    return str(result.id)

@@ -14,6 +14,8 @@ from service.ingest.samples import ingest_call
 from service.ingest.windows import close_aged_windows
 from service.models.serving import predict_images, preload_announced_champions
 from service.pipeline.processor import process_pending
+from service.samples.retention import apply_retention
+from service.samples.retrain import retrain_without_deleted
 from workers.app import app, queue_windows
 
 log = logging.getLogger(__name__)
@@ -42,13 +44,21 @@ def ingest_task(stream: Any = None, samples: Any = None, **unknown: Any) -> dict
 
 
 @app.task(name="learnstream.sweep", acks_late=True, **RETRY)
-def sweep_task() -> dict[str, list[int]]:
-    """Close windows that grew too old (run periodically by the beat of one worker)."""
+def sweep_task() -> dict[str, Any]:
+    """Close windows that grew too old and apply each stream's retention (run periodically by
+    the beat of one worker); the windows closed and the deletions made, by stream."""
     service = get_service()
     closed = close_aged_windows(service.store, service.settings)
     for stream, window_ids in closed.items():
         queue_windows(stream, window_ids)
-    return closed
+    deleted = apply_retention(service)
+    return {"closed": closed, "deleted": {s: r.to_dict() for s, r in deleted.items()}}
+
+
+@app.task(name="learnstream.retrain", **RETRY)
+def retrain_task(stream: str, deletion: int | None = None) -> dict[str, Any]:
+    """Train a candidate without a deletion's samples and gate it against the champion."""
+    return retrain_without_deleted(get_service(), stream, deletion).to_dict()
 
 
 @app.task(name="learnstream.process_window", acks_late=True, **RETRY)

@@ -40,6 +40,8 @@ from service.api.schemas import (
     AckRequest,
     AlertOut,
     ChampionChange,
+    DeleteSamplesRequest,
+    DeletionResponse,
     DriftOut,
     ErrorBody,
     Health,
@@ -78,6 +80,7 @@ MAX_INT = 2**31 - 1  # the store's integer columns (PostgreSQL ``integer``)
 SAMPLES_PATH = "/v1/samples"
 
 OnWindowsClosed = Callable[[str, list[int]], None]
+OnRetrain = Callable[[str, int], str]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,6 +413,37 @@ def post_samples(body: SamplesRequest, request: Request, service: ServiceDep) ->
             # the stream that closes processes them too.
             log.exception("could not queue closed windows %s of %r", result.closed_windows, stream)
     return result.to_dict()
+
+
+@router.delete(
+    SAMPLES_PATH,
+    response_model=DeletionResponse,
+    dependencies=operator,
+    tags=["ingest"],
+    summary="Delete samples with their lineage (operator token)",
+    responses=_errors(401, 404, 409),
+)
+def delete_samples_route(
+    body: DeleteSamplesRequest, request: Request, service: ServiceDep
+) -> dict[str, Any]:
+    """The samples meeting every criterion given leave the store and every stored replay
+    buffer and strategy state; the answer names the versions trained on them and the audit
+    record. ``retrain`` queues ``learnstream.retrain`` for the stream's learner."""
+    from service.samples.deletion import criteria_of, delete_samples
+
+    stream = body_stream(service, body.stream)
+    criteria = criteria_of(ids=body.ids, meta=body.meta, group=body.group, before=body.before)
+    result = delete_samples(
+        service, stream, criteria, by=body.by, reason=body.reason, retrain=body.retrain
+    )
+    answer: dict[str, Any] = result.to_dict()
+    if body.retrain:
+        on_retrain = request.app.state.on_retrain
+        if on_retrain is None:
+            answer["retrain"] = {"queued": False, "note": "this API has no learner queue"}
+        else:
+            answer["retrain"] = {"queued": True, "task_id": on_retrain(stream, result.audit_id)}
+    return answer
 
 
 @router.post(
@@ -813,12 +847,17 @@ def _version() -> str:
 
 
 def create_app(
-    service: Service | None = None, *, on_windows_closed: OnWindowsClosed | None = None
+    service: Service | None = None,
+    *,
+    on_windows_closed: OnWindowsClosed | None = None,
+    on_retrain: OnRetrain | None = None,
 ) -> FastAPI:
     """The HTTP API over ``service`` (default: :func:`get_service`, looked up per request).
 
     ``on_windows_closed(stream, window_ids)`` is called after an ingest call closed
     windows; the default leaves them closed for a later ``process_window``.
+    ``on_retrain(stream, deletion_id)`` queues a retrain asked for with a deletion and
+    returns its task id; without it such a retrain is answered as not queued.
     """
     app = FastAPI(
         title="learnstream",
@@ -828,6 +867,7 @@ def create_app(
     )
     app.state.service = service
     app.state.on_windows_closed = on_windows_closed or _leave_closed
+    app.state.on_retrain = on_retrain
     app.state.metrics_registry = metrics_registry(lambda: _service_of(app))
     app.include_router(router)
 
@@ -877,6 +917,7 @@ def serve(
     port: int = 8000,
     *,
     on_windows_closed: OnWindowsClosed | None = None,
+    on_retrain: OnRetrain | None = None,
     log_level: str = "info",
 ) -> None:
     """Run the API with uvicorn until interrupted (``learnstream api``)."""
@@ -887,7 +928,7 @@ def serve(
     # Load torch and the image decoders now, not on the first request.
     import_module("service.ingest.samples")
     import_module("service.models.serving")
-    app = create_app(service, on_windows_closed=on_windows_closed)
+    app = create_app(service, on_windows_closed=on_windows_closed, on_retrain=on_retrain)
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
     finally:

@@ -210,6 +210,11 @@ class ModelOut(BaseModel):
     digests: dict[str, str]
     gate_report: dict[str, Any] | None
     created_at: str
+    trained_on_deleted: list[int] = Field(
+        default_factory=list,
+        description="Ids of the deletions of samples it was trained on (its windows, an "
+        "ancestor's, or its replay buffer); empty: none.",
+    )
 
 
 class PromoteRequest(_Request):
@@ -263,6 +268,42 @@ class QuarantineDecided(BaseModel):
     confirmed: int | None = None
     samples: list[str]
     windows: list[int]
+
+
+class DeleteSamplesRequest(_Request):
+    stream: StreamName | None = Field(default=None, description=DEFAULT_STREAM_NOTE)
+    ids: list[Annotated[str, Field(min_length=1, max_length=160)]] | None = Field(
+        default=None, max_length=100_000, description="Sample ids to delete."
+    )
+    meta: dict[str, Any] | None = Field(
+        default=None, description="Samples whose meta has each of these keys with that value."
+    )
+    group: str | None = Field(default=None, min_length=1, max_length=128, description="A group.")
+    before: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Samples received before this ISO 8601 time (no zone: UTC).",
+    )
+    by: Who = Field(description="Who deletes; recorded.")
+    reason: Reason
+    retrain: bool = Field(
+        default=False,
+        description="Also queue a candidate trained without them (learnstream.retrain), "
+        "through the gate.",
+    )
+
+
+class DeletionResponse(BaseModel):
+    deleted: int = Field(description="Samples deleted (0 when nothing matched).")
+    versions_trained_on_them: list[int] = Field(
+        description="Versions trained on any of them: their windows, an ancestor's, or their "
+        "replay buffer."
+    )
+    audit_id: int = Field(description="The deletion's audit record.")
+    retrain: dict[str, Any] | None = Field(
+        default=None, description="With retrain: the queued task, or why none was queued."
+    )
 
 
 class ChampionChange(BaseModel):

@@ -57,6 +57,11 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _fsync_file(path: Path) -> None:
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -206,6 +211,41 @@ class Registry:
                 extra={"stream": stream.name, "versions": orphans, "window_id": window_id},
             )
         return orphans
+
+    def rewrite_state(
+        self, stream: str, version: int, state: StrategyState, note: dict[str, Any]
+    ) -> dict[str, str]:
+        """Replace the strategy state of a written version in place (its weights untouched),
+        noting ``note`` in the manifest's ``purged`` list; returns the new file digests.
+
+        Both files are written beside the old ones and renamed over them (state first, then
+        the manifest), so a reader sees the old or the new state, never half of one; a
+        reader between the two renames finds a digest mismatch, as for a version being
+        written. The new manifest is a new file, so a cache keyed by the manifest's identity
+        (:meth:`service.context.Service.version`) loads the version again. The caller records
+        the new digests in the store."""
+        folder = self.folder(stream, version)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        tag = uuid.uuid4().hex
+        new_state = folder / f".tmp-state-{tag}.safetensors"
+        new_manifest = folder / f".tmp-manifest-{tag}.json"
+        try:
+            meta = save_state(state, new_state)
+            digests = {**manifest["digests"], "state.safetensors": _sha256(new_state)}
+            manifest["state"] = meta
+            manifest["digests"] = digests
+            manifest["purged"] = [*manifest.get("purged", []), note]
+            new_manifest.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+            for path in (new_state, new_manifest):
+                _fsync_file(path)
+            os.replace(new_state, folder / "state.safetensors")
+            os.replace(new_manifest, folder / "manifest.json")
+            _fsync_dir(folder)
+        finally:
+            for path in (new_state, new_manifest):
+                path.unlink(missing_ok=True)
+        log.info("version state rewritten", extra={"stream": stream, "version": version, **note})
+        return digests
 
     def load(self, stream: str, version: int) -> LoadedVersion:
         """Read a version back, checking its file digests against the manifest."""

@@ -86,6 +86,14 @@ def _reference_windows(
     return chosen
 
 
+def reference_window_ids(
+    session: Session, stream_id: int, seq: int, eras: Mapping[str, int], limit: int
+) -> list[int]:
+    """Ids of the windows the reference of window number ``seq`` is drawn from (what the
+    retention sweep must keep)."""
+    return _reference_windows(session, stream_id, seq, eras, limit)
+
+
 def _error_history(unseen: Batch, predictions: np.ndarray) -> dict[str, list[bool]]:
     """Per group, whether each prediction on ``unseen`` was wrong, in arrival (row id) order.
 

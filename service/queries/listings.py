@@ -170,7 +170,8 @@ def list_windows(service: Service, stream: str) -> list[dict[str, Any]]:
 
 def list_models(service: Service, stream: str) -> list[dict[str, Any]]:
     """Every version of a stream with its lineage and status, oldest first; ``windows`` are
-    the numbers (``seq``) of the windows it was trained on, as every other view names them."""
+    the numbers (``seq``) of the windows it was trained on, as every other view names them;
+    ``trained_on_deleted`` the ids of the deletions of samples it was trained on."""
     with service.store.session() as session:
         record = service.store.stream(session, stream)
         champion = champion_version(session, record.id)
@@ -193,6 +194,7 @@ def list_models(service: Service, stream: str) -> list[dict[str, Any]]:
                 "digests": m.digests,
                 "gate_report": m.gate_report,
                 "created_at": m.created_at.isoformat(),
+                "trained_on_deleted": list(m.trained_on_deleted or []),
             }
             for m in rows
         ]

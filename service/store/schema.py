@@ -133,6 +133,36 @@ class ModelVersion(Base):
     gate_report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     path: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Ids of the deletions (``Deletion.id``) of samples this version was trained on (its
+    # windows, an ancestor's, or its strategy state's buffer); NULL: none.
+    trained_on_deleted: Mapped[list[Any] | None] = mapped_column(
+        JSON(none_as_null=True), nullable=True
+    )
+
+
+class Deletion(Base):
+    """One deletion of samples (an operator's, or the retention sweep's): its audit record."""
+
+    __tablename__ = "deletions"
+    __table_args__ = (Index("ix_deletions_stream", "stream_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stream_id: Mapped[int] = mapped_column(ForeignKey("streams.id"))
+    by: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text)
+    # How the samples were chosen (ids, meta, group, before; or the retention limits).
+    criteria: Mapped[dict[str, Any]] = mapped_column(JSON)
+    deleted: Mapped[int] = mapped_column(Integer, default=0)
+    # Versions trained on any of the samples, and the versions whose stored state was purged.
+    versions: Mapped[list[Any]] = mapped_column(JSON)
+    purged_versions: Mapped[list[Any]] = mapped_column(JSON)
+    # What a retention sweep had to keep beyond its limits, and why; NULL for an operator's.
+    kept: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    retrain: Mapped[bool] = mapped_column(Boolean, default=False)
+    # ``running`` until the samples are gone and the states purged, then ``done``.
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Champion(Base):

@@ -27,6 +27,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "model": ("model_arch", "model_weights", "train_layers", "drift_feature_space"),
     "strategy": ("strategy", "strategy_params"),
     "windows": ("window_size", "window_max_age", "window_min_size", "holdout_fraction"),
+    "retention": ("retention_max_age", "retention_max_samples"),
     "learning": (
         "update_policy",
         "train_windows",

@@ -506,7 +506,7 @@ def test_metrics_survive_a_store_outage(
 def test_openapi_lists_every_endpoint_with_typed_bodies(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     expected = {
-        "/v1/samples": {"post"},
+        "/v1/samples": {"post", "delete"},
         "/v1/predict": {"post"},
         "/v1/status": {"get"},
         "/v1/windows": {"get"},
@@ -542,6 +542,7 @@ def test_openapi_lists_every_endpoint_with_typed_bodies(client: TestClient) -> N
         ("/v1/alerts/{id}/ack", "post"),
         ("/v1/models/{version}/promote", "post"),
         ("/v1/models/rollback", "post"),
+        ("/v1/samples", "delete"),
     ):
         assert spec["paths"][path][method]["security"] == [{"OperatorToken": []}]
     assert "security" not in spec["paths"]["/v1/samples"]["post"]

@@ -1,0 +1,1 @@
+"""Samples as operators manage them: deletion with lineage, and retention."""
