@@ -218,6 +218,7 @@ def test_status_shape(client: TestClient, service: Service) -> None:
                 "windows": {"open": 1, "closed": 0, "processed": 0},
                 "champion": None,
                 "adaptation": None,
+                "quarantined": {"samples": 0, "windows": 0},
             }
         }
     }

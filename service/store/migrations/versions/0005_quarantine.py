@@ -15,11 +15,13 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # A plain ADD COLUMN: SQLite's batch mode would copy and drop ``windows``, which the
+    # samples' foreign keys forbid while they are enforced.
     for table in ("samples", "windows"):
-        with op.batch_alter_table(table) as batch:
-            batch.add_column(
-                sa.Column("quarantined", sa.Boolean(), nullable=False, server_default=sa.false())
-            )
+        op.add_column(
+            table,
+            sa.Column("quarantined", sa.Boolean(), nullable=False, server_default=sa.false()),
+        )
     op.create_table(
         "quarantine",
         sa.Column("id", sa.Integer(), nullable=False),
