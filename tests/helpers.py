@@ -258,7 +258,8 @@ def stream_of_windows(
     service: Service, stream: str, n: int, *, seed: int = 0
 ) -> dict[int, list[tuple[int, str, int, str]]]:
     """Ingest ``n`` digit samples into ``stream`` (windows of the service's window size, labels
-    by the names of ``default_classes``); per window number, its samples' (row, id, label, group) in arrival order."""
+    by the names of ``default_classes``); per window number, its samples' (row, id, label,
+    group) in arrival order."""
     from service.ingest.samples import ingest
     from service.store.schema import Sample, Stream, Window
 
