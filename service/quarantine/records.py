@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from service.errors import InvalidRequest
@@ -130,10 +130,15 @@ def _entry(q: Quarantine, sample: Sample | None, window: Window, classes: list[s
 
 
 def list_quarantine(
-    store: Store, stream: str, status: str | None = "held", limit: int = 1000
+    store: Store,
+    stream: str,
+    status: str | None = "held",
+    limit: int = 1000,
+    *,
+    kind: Literal["sample", "window"] | None = None,
 ) -> list[dict[str, Any]]:
     """A stream's quarantine records of one ``status`` (every status with ``"all"`` or
-    None), newest first, the ``limit`` newest at most."""
+    None), and of one ``kind`` if given, newest first, the ``limit`` newest at most."""
     if status == ALL:
         status = None
     if status is not None and status not in STATUSES:
@@ -148,8 +153,26 @@ def list_quarantine(
         )
         if status is not None:
             query = query.where(Quarantine.status == status)
+        if kind is not None:
+            query = query.where(Quarantine.kind == kind)
         rows = session.execute(query.order_by(Quarantine.id.desc()).limit(limit)).all()
         return [_entry(q, s, w, list(record.classes)) for q, s, w in rows]
+
+
+def quarantine_counts(store: Store, stream: str) -> dict[str, dict[str, int]]:
+    """How many of a stream's records are in each status, per kind (``sample``, ``window``);
+    every status and kind present, zero where none."""
+    counts = {status: {"sample": 0, "window": 0} for status in STATUSES}
+    with store.session() as session:
+        record = store.stream(session, stream)
+        rows = session.execute(
+            select(Quarantine.status, Quarantine.kind, func.count())
+            .where(Quarantine.stream_id == record.id)
+            .group_by(Quarantine.status, Quarantine.kind)
+        ).all()
+    for status, kind, n in rows:
+        counts.setdefault(status, {})[kind] = int(n)
+    return counts
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from service.context import Service
 from service.errors import InvalidRequest, StreamNotFound
 from service.quarantine import records
-from service.quarantine.records import decide, hold_window, list_quarantine
+from service.quarantine.records import decide, hold_window, list_quarantine, quarantine_counts
 from service.store.batches import load_batch
 from service.store.schema import Quarantine, Sample, Window
 
@@ -148,6 +148,14 @@ def test_listing_per_status_names_the_classes(service: Service, windows: Rows) -
     assert len(list_quarantine(service.store, "s", "all")) == 4
     assert list_quarantine(service.store, "s", None) == list_quarantine(service.store, "s", "all")
     assert len(list_quarantine(service.store, "s", "all", limit=2)) == 2
+    assert [q["kind"] for q in list_quarantine(service.store, "s", "all", kind="window")] == [
+        "window"
+    ]
+    assert quarantine_counts(service.store, "s") == {
+        "held": {"sample": 1, "window": 1},
+        "released": {"sample": 1, "window": 0},
+        "confirmed": {"sample": 1, "window": 0},
+    }
 
 
 def test_release_by_id_puts_the_sample_back(service: Service, windows: Rows) -> None:
