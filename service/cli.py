@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
 from typer import _click as click  # the Click that this Typer release vendors
@@ -579,15 +579,18 @@ quarantine_cli = typer.Typer(
 )
 cli.add_typer(quarantine_cli, name="quarantine")
 IdsOption = Annotated[
-    str | None, typer.Option("--ids", help="Sample ids, comma-separated.", show_default=False)
+    str | None, typer.Option("--ids", help="Held sample ids, comma-separated.", show_default=False)
 ]
 WindowsOption = Annotated[
     str | None,
     typer.Option("--windows", help="Held window numbers, comma-separated.", show_default=False),
 ]
 AllOption = Annotated[bool, typer.Option("--all", help="Everything the stream holds.")]
-ByOption = Annotated[str, typer.Option("--by", help="Who decides (recorded).")]
+ByOption = Annotated[
+    str, typer.Option("--by", help="Who decides (recorded; required).", show_default=False)
+]
 NoteOption = Annotated[str | None, typer.Option("--note", help="Why (recorded).")]
+NOTHING_NAMED = "name the samples (--ids) or windows (--windows) to decide on, or --all"
 
 
 @quarantine_cli.command("list")
@@ -599,78 +602,110 @@ def quarantine_list(
     json_out: JsonOption = False,
 ) -> None:
     """Quarantined samples (given and suspected label, score) and windows, newest first."""
-    from service.quarantine.records import list_quarantine
+    from service.quarantine.records import ALL, list_quarantine
 
-    rows = list_quarantine(_service().store, stream, None if status == "all" else status)
+    rows = list_quarantine(_service().store, stream, status)
     if json_out:
         _print_json(rows)
         return
     for q in rows:
-        what = (
-            f"sample {q['sample']} ({q['group']}) labelled {q['given']}, believed "
-            f"{q['believed']} (score {q['score']:.3f})"
-            if q["kind"] == "sample"
-            else f"window {q['window']}: {q['reason']}"
-        )
-        typer.echo(f"#{q['id']} window {q['window']:<4} {q['status']:<9} {what}")
-    typer.echo(f"{len(rows)} {status if status != 'all' else ''} record(s)".replace("  ", " "))
+        if q["kind"] == "sample":
+            score = f"{q['score']:.3f}" if q["score"] is not None else "-"
+            what = (
+                f"sample {q['sample']} (group {q['group']}) labelled {q['given']}, "
+                f"believed {q['believed']} (score {score})"
+            )
+        else:
+            what = f"whole window: {q['reason']}"
+        by = f" by {q['decided_by']}" if q["decided_by"] else ""
+        typer.echo(f"#{q['id']} window {q['window']:<4} {q['status'] + by:<9} {what}")
+    typer.echo(f"{len(rows)}{'' if status == ALL else ' ' + status} record(s)")
+
+
+def _listed(text: str | None) -> list[str]:
+    """A comma-separated option's items, stripped, empty ones left out."""
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def _window_numbers(text: str | None) -> list[int]:
+    numbers = []
+    for item in _listed(text):
+        if not item.isdigit() or not 1 <= int(item) <= 2**31 - 1:
+            _fail(f"--windows: expected window numbers (1, 2, ...), got {item!r}")
+        numbers.append(int(item))
+    return numbers
 
 
 def _decide(
-    action: str, stream: str, ids: str | None, windows: str | None, everything: bool, by: str,
-    note: str | None, json_out: bool,
-) -> None:  # fmt: skip
+    action: Literal["released", "confirmed"],
+    *,
+    stream: str,
+    ids: str | None,
+    windows: str | None,
+    everything: bool,
+    by: str,
+    note: str | None,
+    json_out: bool,
+) -> None:
+    """Release or confirm what the options name (as POST /v1/quarantine/release|confirm)."""
     from service.quarantine.records import decide
 
-    try:
-        numbers = [int(w) for w in (windows or "").split(",") if w.strip()]
-    except ValueError:
-        _fail(f"--windows: expected window numbers, got {windows!r}")
+    names, numbers = _listed(ids), _window_numbers(windows)
+    if not by.strip():
+        _fail("--by: say who decides (an operator's name)")
+    if not (names or numbers or everything):
+        _fail(NOTHING_NAMED)
     decided = decide(
         _service().store,
         stream,
-        "released" if action == "release" else "confirmed",
-        ids=[i.strip() for i in (ids or "").split(",") if i.strip()],
+        action,
+        ids=names,
         windows=numbers,
         everything=everything,
         by=by,
-        note=note,
+        note=note or None,
     )
     if json_out:
         _print_json(decided.to_dict())
         return
     typer.echo(
-        f"{action}d {len(decided.samples)} sample(s) and {len(decided.windows)} window(s) "
+        f"{action} {len(decided.samples)} sample(s) and {len(decided.windows)} window(s) "
         f"of stream {stream!r}"
     )
 
 
 @quarantine_cli.command("release")
 def quarantine_release(
-    by: ByOption,
     stream: StreamOption = DEFAULT_STREAM,
     ids: IdsOption = None,
     windows: WindowsOption = None,
     everything: AllOption = False,
+    by: ByOption = "",
     note: NoteOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Put held samples or windows back into training, replay, the gate and references."""
-    _decide("release", stream, ids, windows, everything, by, note, json_out)
+    _decide(
+        "released", stream=stream, ids=ids, windows=windows, everything=everything, by=by,
+        note=note, json_out=json_out,
+    )  # fmt: skip
 
 
 @quarantine_cli.command("confirm")
 def quarantine_confirm(
-    by: ByOption,
     stream: StreamOption = DEFAULT_STREAM,
     ids: IdsOption = None,
     windows: WindowsOption = None,
     everything: AllOption = False,
+    by: ByOption = "",
     note: NoteOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Confirm that held samples' labels (or windows) are wrong: they stay out for good."""
-    _decide("confirm", stream, ids, windows, everything, by, note, json_out)
+    _decide(
+        "confirmed", stream=stream, ids=ids, windows=windows, everything=everything, by=by,
+        note=note, json_out=json_out,
+    )  # fmt: skip
 
 
 @cli.command()

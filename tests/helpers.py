@@ -260,3 +260,60 @@ def candidate_gate(service: Service, version: int, stream: str = "demo") -> Gate
         max_gap_increase=s.max_gap_increase,
         confidence=s.gate_confidence,
     )
+
+
+# Quarantine tests: a stream whose classes have names, so that listings show names, not indices.
+CLASS_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def stream_of_windows(
+    service: Service, stream: str, n: int, *, seed: int = 0
+) -> dict[int, list[tuple[int, str, int, str]]]:
+    """Ingest ``n`` digit samples into ``stream`` (windows of the service's window size, labels
+    by the names of ``default_classes``); per window number, its samples' (row, id, label,
+    group) in arrival order."""
+    from service.ingest.samples import ingest
+    from service.store.schema import Sample, Stream, Window
+
+    classes = service.settings.default_classes
+    samples = [
+        {**s, "label": classes[s["label"]]} for s in digit_samples(n, seed=seed, prefix=stream)
+    ]
+    result = ingest(service.store, service.settings, stream, samples)
+    assert not result.rejected, result.rejected
+    with service.store.session() as session:
+        rows = session.execute(
+            select(Window.seq, Sample.id, Sample.sample_id, Sample.label, Sample.group)
+            .join(Window, Window.id == Sample.window_id)
+            .join(Stream, Stream.id == Sample.stream_id)
+            .where(Stream.name == stream)
+            .order_by(Sample.seq)
+        ).all()
+    windows: dict[int, list[tuple[int, str, int, str]]] = {}
+    for seq, row, sample_id, label, group in rows:
+        windows.setdefault(seq, []).append((row, sample_id, label, group))
+    return windows
+
+
+def hold_by_hand(
+    service: Service,
+    stream: str,
+    window: int,
+    samples: list[tuple[int, str, int, str]],
+    reason: str = "held by hand",
+) -> int:
+    """Hold ``samples`` of window number ``window`` as the label screen would: each believed
+    to be the next class, with scores 0.010, 0.020, ...; how many were newly held."""
+    from service.quarantine.records import Flag, hold_samples
+    from service.store.schema import Window
+
+    flags = [
+        Flag(row, label, (label + 1) % 10, 0.01 * (k + 1))
+        for k, (row, _, label, _) in enumerate(samples)
+    ]
+    with service.store.session() as session:
+        record = service.store.stream(session, stream)
+        window_id = session.scalar(
+            select(Window.id).where(Window.stream_id == record.id, Window.seq == window)
+        )
+        return hold_samples(session, record.id, window_id, flags, reason)

@@ -547,7 +547,7 @@ def get_quarantine(
 ) -> list[dict[str, Any]]:
     from service.quarantine.records import list_quarantine
 
-    return list_quarantine(service.store, stream, None if status == "all" else status)
+    return list_quarantine(service.store, stream, status)
 
 
 def _decide_quarantine(
@@ -575,7 +575,7 @@ def _decide_quarantine(
     dependencies=operator,
     tags=["operators"],
     summary="Put held samples or windows back into learning (operator token)",
-    responses=_errors(400, 401, 404),
+    responses=_errors(401, 404),
 )
 def post_quarantine_release(body: QuarantineDecision, service: ServiceDep) -> dict[str, Any]:
     return _decide_quarantine(service, body, "released")
@@ -588,7 +588,7 @@ def post_quarantine_release(body: QuarantineDecision, service: ServiceDep) -> di
     dependencies=operator,
     tags=["operators"],
     summary="Confirm held samples or windows stay out of learning (operator token)",
-    responses=_errors(400, 401, 404),
+    responses=_errors(401, 404),
 )
 def post_quarantine_confirm(body: QuarantineDecision, service: ServiceDep) -> dict[str, Any]:
     return _decide_quarantine(service, body, "confirmed")

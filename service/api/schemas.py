@@ -31,6 +31,7 @@ Who = Annotated[
 DEFAULT_STREAM_NOTE = "Stream name; default (absent or null): the setting default_stream."
 Reason = Annotated[str, Field(min_length=1, max_length=2000, description="Why; recorded.")]
 Version = Annotated[int, Field(ge=1, le=2**31 - 1, description="Model version number.")]
+WindowNumber = Annotated[int, Field(ge=1, le=2**31 - 1, description="Window number (seq).")]
 
 
 class _Request(BaseModel):
@@ -255,7 +256,7 @@ class QuarantineDecision(_Request):
     ids: list[Annotated[str, Field(min_length=1, max_length=160)]] = Field(
         default_factory=list, max_length=10_000, description="Held samples, by id."
     )
-    windows: list[Version] = Field(
+    windows: list[WindowNumber] = Field(
         default_factory=list, max_length=1000, description="Held windows, by number."
     )
     all: bool = Field(default=False, description="Everything the stream holds.")

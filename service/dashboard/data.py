@@ -1,11 +1,11 @@
 """What the operators' dashboard and the stream report show, read from the store as plain data.
 
 :func:`stream_data` gathers one stream's windows (prequential accuracy per group and what
-processing decided), drift verdicts, model versions with their gate reports, alerts and
-drift incidents into one JSON-able dict. The dashboard page and ``learnstream report``
-draw their figures from it, and ``learnstream report --json`` prints it, so the page, the
-file and the JSON always agree. Pixels are not part of it: :func:`load_samples` reads
-them for thumbnails and explanations.
+processing decided), drift verdicts, model versions with their gate reports, alerts,
+drift incidents and what quarantine holds into one JSON-able dict. The dashboard page and
+``learnstream report`` draw their figures from it, and ``learnstream report --json`` prints
+it, so the page, the file and the JSON always agree. Pixels are not part of it:
+:func:`load_samples` reads them for thumbnails (held samples' too) and explanations.
 
 Drift alerts are read defensively: an incident alert carries ``incident`` (``windows``,
 ``open``), ``group``, ``p_values`` and ``shifted_samples`` in its payload, while older
@@ -24,12 +24,16 @@ from sqlalchemy.orm import Session
 
 from service.alerts.incidents import incident_title
 from service.context import Service
+from service.quarantine.records import list_quarantine, quarantine_counts
 from service.queries.listings import list_alerts, list_drift, list_models
 from service.store.schema import Alert, Sample, Stream, Window, iso, utcnow
 from service.store.streams import champion_version
 from service.streams.configuration import settings_for
 
 SAMPLES_PER_INCIDENT = 8
+HELD_SAMPLES_SHOWN = 48  # the newest held samples the page and the report show
+HELD_WINDOWS_SHOWN = 48
+HELD_SAMPLE_FIELDS = ("id", "sample", "group", "window", "given", "believed", "score", "reason")
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,25 @@ def stream_data(service: Service, stream: str) -> dict[str, Any]:
         "versions": versions,
         "alerts": alerts,
         "incidents": incidents(alerts),
+        "quarantine": quarantine(service, stream),
+    }
+
+
+def quarantine(service: Service, stream: str) -> dict[str, Any]:
+    """What the stream holds out of learning: counts per status and kind, the newest
+    ``HELD_SAMPLES_SHOWN`` held samples (with group, given and believed class and score) and
+    the newest ``HELD_WINDOWS_SHOWN`` held windows (with their reason)."""
+    counts = quarantine_counts(service.store, stream)
+    samples = list_quarantine(service.store, stream, "held", HELD_SAMPLES_SHOWN, kind="sample")
+    windows = list_quarantine(service.store, stream, "held", HELD_WINDOWS_SHOWN, kind="window")
+    return {
+        "counts": counts,
+        "held_samples": counts["held"]["sample"],
+        "held_windows": counts["held"]["window"],
+        "released": sum(counts["released"].values()),
+        "confirmed": sum(counts["confirmed"].values()),
+        "samples": [{k: q[k] for k in HELD_SAMPLE_FIELDS} for q in samples],
+        "windows": [{k: q[k] for k in ("id", "window", "reason", "created_at")} for q in windows],
     }
 
 
@@ -287,7 +310,8 @@ def _shifted_from(value: Any) -> dict[str, Any] | None:
 
 
 def load_samples(service: Service, stream: str, sample_ids: list[str]) -> list[SampleImage]:
-    """The stored samples named by ``sample_ids`` (in that order; unknown ids are skipped)."""
+    """The stored samples named by ``sample_ids`` (in that order; unknown ids are skipped),
+    quarantined or not: the page shows held samples too."""
     if not sample_ids:
         return []
     with service.store.session() as session:

@@ -22,7 +22,13 @@ from jinja2 import Environment, FileSystemLoader, Template, select_autoescape
 
 from service.context import Service
 from service.dashboard import figures
-from service.dashboard.data import incident_samples, stream_data, streams_overview
+from service.dashboard.data import (
+    SampleImage,
+    incident_samples,
+    load_samples,
+    stream_data,
+    streams_overview,
+)
 from service.dashboard.explain import explanations
 from service.errors import StreamNotFound
 
@@ -74,11 +80,17 @@ def stream_view(service: Service, stream: str) -> dict[str, Any]:
             }
         )
     explained = explanations(service, data)
+    held = data["quarantine"]
+    images = {
+        s.sample_id: s
+        for s in load_samples(service, stream, [q["sample"] for q in held["samples"]])
+    }
     view = {
         "data": data,
         "incidents": incidents,
         "open_alerts": [a for a in data["alerts"] if not a["acknowledged"]],
         "acknowledged_alerts": [a for a in data["alerts"] if a["acknowledged"]],
+        "quarantined": [_held_sample(q, images.get(q["sample"])) for q in held["samples"]],
         "summary": _summary(data),
         "figures": {
             "drift": figures.drift_timeline(data),
@@ -92,6 +104,19 @@ def stream_view(service: Service, stream: str) -> dict[str, Any]:
         extra={"stream": stream, "seconds": round(time.perf_counter() - started, 3)},
     )
     return view
+
+
+def _held_sample(held: dict[str, Any], image: SampleImage | None) -> dict[str, Any]:
+    """A held sample of the quarantine section: its record, thumbnail (None when its pixels
+    are gone) and a one-line title."""
+    score = f"{held['score']:.3f}" if held["score"] is not None else "-"
+    return {
+        **held,
+        "score_text": score,
+        "uri": figures.thumbnail(image) if image is not None else None,
+        "title": f"{held['sample']}: group {held['group']}, window {held['window']}, labelled "
+        f"{held['given']}, believed {held['believed']} (score {score})",
+    }
 
 
 def _summary(data: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from service.errors import InvalidRequest
@@ -24,6 +24,13 @@ from service.store.schema import Quarantine, Sample, Stream, Window, iso, utcnow
 
 Status = Literal["held", "released", "confirmed"]
 STATUSES: tuple[str, ...] = ("held", "released", "confirmed")
+ALL = "all"  # a listing of every status
+MAX_BY = 128  # characters of ``decided_by`` (its column)
+
+UNKNOWN_STATUS = "status: must be one of held, released, confirmed or all, got {status!r}"
+NO_BY = "by: say who decides (an operator's name)"
+LONG_BY = f"by: at most {MAX_BY} characters"
+NOTHING_NAMED = "name the samples (ids) or windows to decide on, or all of them"
 
 
 @dataclass(frozen=True)
@@ -123,11 +130,19 @@ def _entry(q: Quarantine, sample: Sample | None, window: Window, classes: list[s
 
 
 def list_quarantine(
-    store: Store, stream: str, status: str | None = "held", limit: int = 1000
+    store: Store,
+    stream: str,
+    status: str | None = "held",
+    limit: int = 1000,
+    *,
+    kind: Literal["sample", "window"] | None = None,
 ) -> list[dict[str, Any]]:
-    """A stream's quarantine records (of one ``status``, or all with None), newest first."""
+    """A stream's quarantine records of one ``status`` (every status with ``"all"`` or
+    None), and of one ``kind`` if given, newest first, the ``limit`` newest at most."""
+    if status == ALL:
+        status = None
     if status is not None and status not in STATUSES:
-        raise InvalidRequest(f"status: must be one of {', '.join(STATUSES)}, got {status!r}")
+        raise InvalidRequest(UNKNOWN_STATUS.format(status=status))
     with store.session() as session:
         record = store.stream(session, stream)
         query = (
@@ -138,8 +153,26 @@ def list_quarantine(
         )
         if status is not None:
             query = query.where(Quarantine.status == status)
+        if kind is not None:
+            query = query.where(Quarantine.kind == kind)
         rows = session.execute(query.order_by(Quarantine.id.desc()).limit(limit)).all()
         return [_entry(q, s, w, list(record.classes)) for q, s, w in rows]
+
+
+def quarantine_counts(store: Store, stream: str) -> dict[str, dict[str, int]]:
+    """How many of a stream's records are in each status, per kind (``sample``, ``window``);
+    every status and kind present, zero where none."""
+    counts = {status: {"sample": 0, "window": 0} for status in STATUSES}
+    with store.session() as session:
+        record = store.stream(session, stream)
+        rows = session.execute(
+            select(Quarantine.status, Quarantine.kind, func.count())
+            .where(Quarantine.stream_id == record.id)
+            .group_by(Quarantine.status, Quarantine.kind)
+        ).all()
+    for status, kind, n in rows:
+        counts.setdefault(status, {})[kind] = int(n)
+    return counts
 
 
 @dataclass(frozen=True)
@@ -193,9 +226,11 @@ def decide(
     """Release (back into learning) or confirm (out for good) held samples, by sample id, and
     held windows, by number; ``everything``: all that the stream holds. Records who and when."""
     if not by or not by.strip():
-        raise InvalidRequest("by: say who decides (an operator's name)")
+        raise InvalidRequest(NO_BY)
+    if len(by) > MAX_BY:
+        raise InvalidRequest(LONG_BY)
     if not everything and not ids and not windows:
-        raise InvalidRequest("name the samples (ids) or windows to decide on, or all of them")
+        raise InvalidRequest(NOTHING_NAMED)
     with store.session() as session:
         record = store.stream(session, stream)
         found = _held(session, record, ids, windows, everything)

@@ -260,6 +260,89 @@ def test_unknown_streams_and_versions_are_404_with_the_error_shape(
 # Operator writes
 
 
+def _held_stream(service: Service) -> dict[int, list[tuple[int, str, int, str]]]:
+    """Stream ``s``: windows 1 and 2 of 8 digits; two samples of window 1 held, and window 2."""
+    from helpers import hold_by_hand, stream_of_windows
+
+    from service.quarantine.records import hold_window
+    from service.store.schema import Window
+
+    windows = stream_of_windows(service, "s", 16)
+    hold_by_hand(service, "s", 1, windows[1][:2])
+    with service.store.session() as session:
+        record = service.store.stream(session, "s")
+        window_id = session.scalar(
+            select(Window.id).where(Window.stream_id == record.id, Window.seq == 2)
+        )
+        hold_window(session, record.id, window_id, "candidate v2 rejected under label drift")
+    return windows
+
+
+def test_quarantine_lists_and_operator_decisions(client: TestClient, service: Service) -> None:
+    windows = _held_stream(service)
+    first, second = windows[1][0][1], windows[1][1][1]
+    held = client.get("/v1/quarantine", params={"stream": "s"})
+    assert held.status_code == 200, held.text
+    assert [(q["kind"], q["sample"], q["window"]) for q in held.json()] == [
+        ("window", None, 2),
+        ("sample", second, 1),
+        ("sample", first, 1),
+    ]
+    label = windows[1][0][2]
+    assert held.json()[2]["given"] == str(label) and held.json()[2]["score"] == 0.01
+    assert held.json()[2]["believed"] == str((label + 1) % 10)
+
+    body = {"stream": "s", "ids": [first], "by": "alice", "note": "the label was right"}
+    for path in ("/v1/quarantine/release", "/v1/quarantine/confirm"):
+        assert_error(client.post(path, json=body), 401, "unauthorized", contains="Bearer")
+        wrong = client.post(path, json=body, headers={"Authorization": "Bearer wrong"})
+        assert_error(wrong, 401, "unauthorized", contains="wrong operator token")
+    assert len(client.get("/v1/quarantine", params={"stream": "s"}).json()) == 3
+
+    released = client.post("/v1/quarantine/release", json=body, headers=AUTH)
+    assert released.status_code == 200, released.text
+    assert released.json() == {"released": 1, "samples": [first], "windows": []}
+    confirmed = client.post(
+        "/v1/quarantine/confirm", json={"stream": "s", "windows": [2], "by": "bob"}, headers=AUTH
+    )
+    assert confirmed.json() == {"confirmed": 1, "samples": [], "windows": [2]}
+    everything = client.post(
+        "/v1/quarantine/confirm", json={"stream": "s", "all": True, "by": "bob"}, headers=AUTH
+    )
+    assert everything.json() == {"confirmed": 1, "samples": [second], "windows": []}
+
+    assert client.get("/v1/quarantine", params={"stream": "s"}).json() == []
+    (back,) = client.get("/v1/quarantine", params={"stream": "s", "status": "released"}).json()
+    assert (back["sample"], back["decided_by"], back["note"]) == (
+        first, "alice", "the label was right"
+    )  # fmt: skip
+    assert back["decided_at"] is not None
+    every = client.get("/v1/quarantine", params={"stream": "s", "status": "all"}).json()
+    assert sorted(q["status"] for q in every) == ["confirmed", "confirmed", "released"]
+
+
+def test_quarantine_requests_that_name_nothing_or_no_one_are_422(
+    client: TestClient, service: Service
+) -> None:
+    _held_stream(service)
+    post = "/v1/quarantine/release"
+    nothing = client.post(post, json={"stream": "s", "by": "alice"}, headers=AUTH)
+    assert_error(nothing, 422, "invalid_request", contains="name the samples (ids) or windows")
+    no_one = client.post(post, json={"stream": "s", "all": True}, headers=AUTH)
+    assert_error(no_one, 422, "invalid_request", contains="body.by")
+    blank = client.post(post, json={"stream": "s", "all": True, "by": " "}, headers=AUTH)
+    assert_error(blank, 422, "invalid_request", contains="by: say who decides")
+    bad_window = client.post(
+        post, json={"stream": "s", "windows": [0], "by": "alice"}, headers=AUTH
+    )
+    assert_error(bad_window, 422, "invalid_request", contains="body.windows")
+    unknown = client.post(post, json={"stream": "nope", "all": True, "by": "a"}, headers=AUTH)
+    assert_error(unknown, 404, "stream_not_found")
+    status = client.get("/v1/quarantine", params={"stream": "s", "status": "pending"})
+    assert_error(status, 422, "invalid_request", contains="got 'pending'")
+    assert len(client.get("/v1/quarantine", params={"stream": "s"}).json()) == 3
+
+
 def test_writes_need_the_operator_token(client: TestClient, service: Service) -> None:
     write_version(service, "s", seed=1)
     writes = [
@@ -519,6 +602,9 @@ def test_openapi_lists_every_endpoint_with_typed_bodies(client: TestClient) -> N
         "/v1/models/{version}/promote": {"post"},
         "/v1/models/{version}/artifact": {"get"},
         "/v1/models/rollback": {"post"},
+        "/v1/quarantine": {"get"},
+        "/v1/quarantine/release": {"post"},
+        "/v1/quarantine/confirm": {"post"},
         "/v1/streams": {"get", "post"},
         "/v1/streams/{name}": {"get", "patch"},
         "/metrics": {"get"},
@@ -544,6 +630,8 @@ def test_openapi_lists_every_endpoint_with_typed_bodies(client: TestClient) -> N
         ("/v1/models/{version}/promote", "post"),
         ("/v1/models/rollback", "post"),
         ("/v1/samples", "delete"),
+        ("/v1/quarantine/release", "post"),
+        ("/v1/quarantine/confirm", "post"),
     ):
         assert spec["paths"][path][method]["security"] == [{"OperatorToken": []}]
     assert "security" not in spec["paths"]["/v1/samples"]["post"]

@@ -210,3 +210,66 @@ def test_versions_list_their_windows_by_number(stored: Service) -> None:
     )  # fmt: skip
     (version,) = stream_data(stored, "t")["versions"]
     assert version["windows"] == [1]
+
+
+def test_the_quarantine_section_shows_held_samples_with_thumbnails(
+    stored: Service, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from helpers import hold_by_hand
+
+    from service.dashboard import data as dashboard_data
+    from service.quarantine.records import decide, hold_window
+    from service.store.schema import Window
+
+    with stored.store.session() as session:
+        rows = session.execute(
+            select(Sample.id, Sample.sample_id, Sample.label, Sample.group)
+            .join(Window, Window.id == Sample.window_id)
+            .where(Window.seq == 1)
+            .order_by(Sample.seq)
+            .limit(4)
+        ).all()
+        window_2 = session.scalar(select(Window.id).where(Window.seq == 2))
+        stream_id = session.scalar(select(Stream.id).where(Stream.name == "s"))
+        hold_window(session, stream_id, window_2, "candidate v2 rejected under label drift")
+    hold_by_hand(stored, "s", 1, [tuple(r) for r in rows])
+    ids = [r.sample_id for r in rows]
+    decide(stored.store, "s", "released", ids=[ids[0]], by="alice")
+    decide(stored.store, "s", "confirmed", ids=[ids[1]], by="bob")
+
+    held = stream_data(stored, "s")["quarantine"]
+    assert (held["held_samples"], held["held_windows"]) == (2, 1)
+    assert (held["released"], held["confirmed"]) == (1, 1)
+    assert [q["sample"] for q in held["samples"]] == [ids[3], ids[2]]  # newest first
+    newest = held["samples"][0]
+    assert newest["given"] == str(rows[3].label)
+    assert newest["believed"] == str((rows[3].label + 1) % 10)
+    assert newest["group"] == rows[3].group and newest["score"] == pytest.approx(0.04)
+    assert [(w["window"], w["reason"]) for w in held["windows"]] == [
+        (2, "candidate v2 rejected under label drift")
+    ]
+
+    def section(page: str) -> str:
+        return page.split('id="quarantine"')[1].split("</section>")[0]
+
+    live = section(render_stream(stored, "s", live=True))
+    assert "2 sample(s) and 1 window(s) held out of learning · 1 released · 1 confirmed" in live
+    assert len(re.findall(r'<img src="data:image/png;base64,', live)) == 2  # held: loadable
+    caption = (
+        f"{ids[3]}<br>group {rows[3].group} · window 1<br>labelled <b>{rows[3].label}</b>, "
+        f"believed <b>{(rows[3].label + 1) % 10}</b><br>score 0.040"
+    )
+    assert caption in live
+    assert 'id="held-window-2"' in live and "candidate v2 rejected under label drift" in live
+    assert ids[0] not in live and ids[1] not in live  # decided: no longer shown
+    assert "The newest" not in live
+
+    monkeypatch.setattr(dashboard_data, "HELD_SAMPLES_SHOWN", 1)
+    report = write_report(stored, "s", tmp_path / "r.html").read_text()
+    assert "<script" not in report
+    assert all(s.startswith("data:") for s in re.findall(r'(?:src|href)="([^"]*)"', report))
+    bounded = section(report)
+    assert len(re.findall(r'<img src="data:image/png;base64,', bounded)) == 1
+    assert ids[3] in bounded and ids[2] not in bounded
+    assert "The newest 1 of 2 held samples." in bounded
+    assert report_data(stored, "s")["quarantine"]["samples"][0]["sample"] == ids[3]
