@@ -234,6 +234,7 @@ def _screen(
             reference.probabilities,
             reference.holdout.groups,
             s.label_screen_min_rate,
+            min_n=s.min_drift_group_size,
         ),
         alpha=s.label_screen_alpha,
         min_rate=s.label_screen_min_rate,

@@ -29,6 +29,7 @@ from learners.label_quality import find_label_issues
 NOT_SCREENED_DRIFT = "its inputs drifted in this window"
 NOT_SCREENED_NEW_ERA = "its inputs changed after the champion's last trained window"
 NOT_SCREENED_FEW = "fewer than {n} samples"
+NOT_SCREENED_NO_REFERENCE = "fewer than {n} reference samples to learn its usual rate from"
 
 
 @dataclass(frozen=True)
@@ -69,16 +70,25 @@ class Screen:
 
 
 def expected_rates(
-    labels: np.ndarray, probabilities: np.ndarray, groups: np.ndarray, min_rate: float
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    groups: np.ndarray,
+    min_rate: float,
+    min_n: int,
 ) -> dict[str, float]:
     """The flagged share expected of each group's labels: cleanlab's flags, under the same
-    champion, on the group's reference samples (add-one smoothed), at least ``min_rate``."""
+    champion, on the group's reference samples (add-one smoothed), at least ``min_rate``;
+    only groups with at least ``min_n`` reference samples."""
     names = np.asarray([str(g) for g in groups])
     flagged = find_label_issues(np.asarray(labels), np.asarray(probabilities)).flagged
-    return {
-        g: max(min_rate, (float(flagged[names == g].sum()) + 1.0) / ((names == g).sum() + 2.0))
-        for g in sorted(set(names.tolist()))
-    }
+    rates = {}
+    for group in sorted(set(names.tolist())):
+        members = names == group
+        if members.sum() >= min_n:
+            rates[group] = max(
+                min_rate, (float(flagged[members].sum()) + 1.0) / (members.sum() + 2)
+            )
+    return rates
 
 
 def screen_labels(
@@ -95,7 +105,7 @@ def screen_labels(
     """Screen a window's ``labels`` under the champion's out-of-sample ``probabilities``.
 
     ``skip`` names groups not to screen, with the reason; ``expected`` is each group's
-    running flagged share (:func:`expected_rates`; ``min_rate`` for a group it lacks).
+    running flagged share (:func:`expected_rates`): a group it lacks is not screened.
     """
     names = np.asarray([str(g) for g in groups])
     n = len(labels)
@@ -112,6 +122,9 @@ def screen_labels(
             verdicts[group] = GroupScreen(
                 members, skipped=NOT_SCREENED_FEW.format(n=min_group_size)
             )
+        elif group not in expected:
+            why = NOT_SCREENED_NO_REFERENCE.format(n=min_group_size)
+            verdicts[group] = GroupScreen(members, skipped=why)
         else:
             screened.append(group)
     threshold = alpha / max(len(screened), 1)
@@ -124,7 +137,7 @@ def screen_labels(
     for group in screened:
         members = names == group
         k, m = int(candidates[members].sum()), int(members.sum())
-        rate = max(min_rate, expected.get(group, min_rate))
+        rate = max(min_rate, expected[group])
         p_value = float(binomtest(k, m, rate, alternative="greater").pvalue)
         suspect = p_value < threshold
         if suspect:

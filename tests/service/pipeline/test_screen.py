@@ -10,13 +10,13 @@ import pytest
 from service.pipeline.screen import (
     NOT_SCREENED_DRIFT,
     NOT_SCREENED_FEW,
-    expected_rate,
+    expected_rates,
     screen_labels,
 )
 
 K = 5  # classes
 ALPHA = 0.01
-HISTORY = [True] * 5 + [False] * 95  # the champion's errors on held-out samples: 6/102 expected
+EXPECTED = 6 / 102  # the share cleanlab flags among each group's reference samples
 
 
 def _window(
@@ -43,7 +43,7 @@ def _window(
 def _screen(labels, probabilities, groups, **overrides):  # type: ignore[no-untyped-def]
     arguments = {
         "skip": {},
-        "error_history": {"A": HISTORY, "B": HISTORY, "C": HISTORY},
+        "expected": {"A": EXPECTED, "B": EXPECTED, "C": EXPECTED},
         "alpha": ALPHA,
         "min_rate": 0.02,
         "min_group_size": 15,
@@ -67,7 +67,7 @@ def test_a_group_with_swapped_labels_is_suspect_and_its_wrong_labels_held() -> N
     assert screen.suspect_groups == ["B"]
     assert b.suspect and b.p_value is not None and b.p_value < screen.threshold * 1e-10
     assert not a.suspect and a.p_value is not None and a.p_value > screen.threshold * 10
-    assert a.expected == b.expected == pytest.approx(6 / 102, abs=1e-4)
+    assert a.expected == b.expected == pytest.approx(EXPECTED, abs=1e-4)
     assert not screen.quarantined[groups == "A"].any()  # A's flags are the champion's errors
     assert screen.candidates[groups == "A"].sum() == a.flagged
     assert caught > 0.7 and precision > 0.9
@@ -103,15 +103,21 @@ def test_a_group_below_the_minimum_size_is_skipped() -> None:
     assert screen.threshold == pytest.approx(ALPHA / 2)  # A and B screened, not C
 
 
-def test_expected_rate_is_smoothed_and_has_a_floor() -> None:
-    assert expected_rate([], 0.02) == 0.5  # no history: (0 + 1) / (0 + 2)
-    assert expected_rate([False] * 98, 0.02) == 0.02  # 1/100 is below the floor
-    assert expected_rate([False] * 98, 0.0) == pytest.approx(0.01)
-    assert expected_rate([True] * 10 + [False] * 88, 0.02) == pytest.approx(0.11)
-    # Without an error history a group's flags must pass half its labels: 40% does not.
-    labels, probabilities, groups, _ = _window({"A": 200, "B": 200}, {"B": 0.4}, seed=3)
-    screen = _screen(labels, probabilities, groups, error_history={})
-    b = screen.groups["B"]
-    print(f"\nno history: B {b.flagged}/{b.n} against 0.5, p {b.p_value:.3g}")
-    assert b.expected == 0.5 and not b.suspect and b.p_value is not None and b.p_value > 0.5
-    assert not screen.quarantined.any()
+def test_expected_rates_are_the_reference_flags_smoothed_with_a_floor() -> None:
+    # A clean reference: cleanlab flags only the champion's confident mistakes there.
+    labels, probabilities, groups, _ = _window({"A": 300, "B": 300, "C": 10}, {}, seed=3)
+    rates = expected_rates(labels, probabilities, groups, min_rate=0.02, min_n=15)
+    print(f"\nexpected rates on a clean reference: {rates}")
+    assert set(rates) == {"A", "B"}  # C has too few reference samples to say
+    assert all(0.02 <= r < 0.1 for r in rates.values())
+    assert expected_rates(labels, probabilities, groups, min_rate=0.5, min_n=15) == {
+        "A": 0.5,
+        "B": 0.5,
+    }
+    # A group the reference cannot speak for is not screened, whatever its flags.
+    window, proba, names, _ = _window({"A": 200, "B": 200}, {"B": 0.4}, seed=4)
+    screen = _screen(window, proba, names, expected={"A": rates["A"]})
+    assert screen.groups["B"].skipped == (
+        "fewer than 15 reference samples to learn its usual rate from"
+    )
+    assert not screen.quarantined[names == "B"].any()
