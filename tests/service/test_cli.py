@@ -24,6 +24,7 @@ def test_status_alerts_models_json(sqlite_service, monkeypatch) -> None:
                 "windows": {"open": 1, "closed": 1, "processed": 0},
                 "champion": None,
                 "adaptation": None,
+                "quarantined": {"samples": 0, "windows": 0},
             }
         }
     }
