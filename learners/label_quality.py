@@ -35,19 +35,31 @@ class LabelIssues:
 
 
 def find_label_issues(labels: np.ndarray, probabilities: np.ndarray) -> LabelIssues:
-    """The label issues of ``labels`` (N,) under out-of-sample ``probabilities`` (N, K)."""
+    """The label issues of ``labels`` (N,) under out-of-sample ``probabilities`` (N, K).
+
+    A label the model has no output for (a class added after it was trained) is not judged:
+    never flagged, score 1.0.
+    """
     from cleanlab.filter import find_label_issues as cleanlab_issues
     from cleanlab.rank import get_label_quality_scores
 
     labels = np.asarray(labels, dtype=np.int64)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     believed = probabilities.argmax(axis=1).astype(np.int64)
-    if len(labels) < MIN_SAMPLES:
-        return LabelIssues(np.zeros(len(labels), dtype=bool), np.ones(len(labels)), believed)
+    flagged, scores = np.zeros(len(labels), dtype=bool), np.ones(len(labels))
+    known = labels < probabilities.shape[1]
+    if known.sum() < MIN_SAMPLES:
+        return LabelIssues(flagged, scores, believed)
     with warnings.catch_warnings():
         # cleanlab warns of classes absent from a window's labels; the thresholds of the
         # classes present are still sound, and an absent class flags nothing.
         warnings.simplefilter("ignore")
-        flagged = cleanlab_issues(labels, probabilities, filter_by="prune_by_noise_rate")
-        scores = get_label_quality_scores(labels, probabilities, method="self_confidence")
-    return LabelIssues(np.asarray(flagged, dtype=bool), np.asarray(scores), believed)
+        # n_jobs=1: cleanlab's default process pool cannot start inside a Celery worker
+        # process (daemonic processes may not have children), and a window is small.
+        flagged[known] = cleanlab_issues(
+            labels[known], probabilities[known], filter_by="prune_by_noise_rate", n_jobs=1
+        )
+        scores[known] = get_label_quality_scores(
+            labels[known], probabilities[known], method="self_confidence"
+        )
+    return LabelIssues(flagged, scores, believed)

@@ -50,3 +50,32 @@ def test_wrong_labels_of_one_group_are_flagged_with_the_label_the_model_believes
 def test_too_few_samples_flag_nothing() -> None:
     issues = find_label_issues(np.zeros(MIN_SAMPLES - 1), np.full((MIN_SAMPLES - 1, 2), 0.5))
     assert not issues.flagged.any()
+
+
+def test_a_label_the_model_has_no_output_for_is_not_judged() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 60)
+    probabilities = np.eye(3)[labels] * 0.9 + 0.1 / 3
+    labels[:5] = 3  # a class added to the stream after the model was trained
+    issues = find_label_issues(labels, probabilities)
+    assert not issues.flagged[:5].any() and np.all(issues.scores[:5] == 1.0)
+
+
+def test_the_screen_runs_inside_a_daemonic_process() -> None:
+    """Celery's prefork workers are daemonic: cleanlab must not start a process pool there."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    process = context.Process(target=_flag_in_child, args=(queue,), daemon=True)
+    process.start()
+    process.join(60)
+    assert process.exitcode == 0 and queue.get(timeout=5) == "ok"
+
+
+def _flag_in_child(queue) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 4, 200)
+    probabilities = np.eye(4)[labels] * 0.9 + 0.1 / 4
+    find_label_issues(labels, probabilities)
+    queue.put("ok")

@@ -152,7 +152,7 @@ def test_the_screen_quarantines_the_corrupted_labels_before_they_train(
     counts = status(demo_service)["streams"]["demo"]["quarantined"]
     assert counts == {"samples": len(held), "windows": 0}
     metrics = generate_latest(metrics_registry(lambda: demo_service)).decode()
-    assert f'learnstream_quarantined{{stream="demo",kind="sample"}} {float(len(held))}' in metrics
+    assert f'learnstream_quarantined{{kind="sample",stream="demo"}} {float(len(held))}' in metrics
     assert {q["group"] for q in held} == {"B"} and {q["kind"] for q in held} == {"sample"}
     # Most of B's permuted labels are believed to be what the permutation took them from.
     assert sum(q["given"] != q["believed"] for q in held) == len(held)
