@@ -9,6 +9,7 @@ import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.store.images import read_pixels
 from service.store.schema import Sample, Stream
 
 
@@ -48,11 +49,13 @@ class Batch:
 def load_batch(
     session: Session, stream: Stream, window_ids: list[int], split: str | None = None
 ) -> Batch:
-    """All samples of ``window_ids`` (optionally one split), in arrival order."""
+    """All samples of ``window_ids`` (optionally one split), in arrival order; pixels from
+    the rows or from the image store that holds them."""
     query = select(
         Sample.id,
         Sample.sample_id,
         Sample.pixels,
+        Sample.content_digest,
         Sample.label,
         Sample.group,
         Sample.window_id,
@@ -63,7 +66,8 @@ def load_batch(
     rows = session.execute(query.order_by(Sample.seq)).all()
     shape = (stream.channels, stream.size, stream.size)
     if rows:
-        pixels = np.frombuffer(b"".join(r.pixels for r in rows), dtype=np.uint8)
+        stored = read_pixels(session, [(r.pixels, r.content_digest) for r in rows])
+        pixels = np.frombuffer(b"".join(stored), dtype=np.uint8)
         x = torch.from_numpy(pixels.reshape((len(rows), *shape)).copy())
     else:
         x = torch.zeros((0, *shape), dtype=torch.uint8)
