@@ -319,7 +319,10 @@ def _known(session: Session, stream_id: int, prepared: list[PreparedSample]) -> 
     return known
 
 
-def _conflict(p: PreparedSample, holders: list[tuple[str, int]], classes: list[str]) -> dict:
+def _conflict(
+    p: PreparedSample, holders: list[tuple[str, int]], classes: list[str]
+) -> dict[str, Any]:
+    """The answer's entry for ``p``, whose picture ``holders[0]`` (the first stored) holds."""
     stored_id, stored_label = holders[0]
     return {
         "index": p.index,

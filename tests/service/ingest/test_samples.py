@@ -583,3 +583,25 @@ def test_a_stream_recreated_by_another_process_with_other_classes_is_noticed(ser
     assert _sample_count(store, "s") == (recreated.id, 1)
     with store.session() as session:
         assert session.scalar(select(Sample.label)) == 2
+
+
+def test_every_field_of_a_call_is_stored_as_sent(service) -> None:
+    """On PostgreSQL the rows go in by COPY: each column keeps its value and type."""
+    with_meta, without = digit_samples(2)
+    with_meta["meta"] = {"camera": "é-1", "nested": [1, 2.5, None, True]}
+    result = ingest(service.store, service.settings, "s1", [with_meta, without])
+    assert result.accepted == [with_meta["id"], without["id"]]
+    with service.store.session() as session:
+        rows = session.execute(
+            select(Sample.sample_id, Sample.seq, Sample.label, Sample.group, Sample.meta).order_by(
+                Sample.seq
+            )
+        ).all()
+        nulls = session.scalar(select(func.count()).where(Sample.meta.is_(None)))
+        received = session.scalars(select(Sample.received_at)).all()
+    assert [tuple(r) for r in rows] == [
+        (with_meta["id"], 1, with_meta["label"], "A", with_meta["meta"]),
+        (without["id"], 2, without["label"], "B", None),
+    ]
+    assert nulls == 1  # SQL NULL, not JSON null
+    assert all(r is not None for r in received)
