@@ -6,7 +6,10 @@ a separate process sends calls of 64 PNG images of 32x32 with a bounded number o
 calls in flight, and times each call from send to result. The last line of standard
 output is one JSON object (see the issue for its fields).
 
-    .venv/bin/python bench/ingest.py [--calls 150] [--in-flight 8]
+    .venv/bin/python bench/ingest.py [--calls 150] [--in-flight 8] [--image-store FOLDER]
+
+``--image-store`` puts the images in a folder (``LEARNSTREAM_IMAGE_STORE``; default: in the
+database's rows, as production's default).
 """
 
 from __future__ import annotations
@@ -132,6 +135,9 @@ def main() -> None:
     parser.add_argument(
         "--warm-calls", type=int, default=40, help="calls before timing, then ANALYZE"
     )
+    parser.add_argument(
+        "--image-store", default="database", help="database, or an absolute folder for images"
+    )
     args = parser.parse_args()
 
     import psycopg
@@ -152,6 +158,7 @@ def main() -> None:
         ).rsplit("/", 1)[0]
         + f"/{db_name}",
         "LEARNSTREAM_HOME": str(home),
+        "LEARNSTREAM_IMAGE_STORE": args.image_store,
         "BENCH_BROKER": broker,
         "PYTHONPATH": str(ROOT / "bench"),
     }

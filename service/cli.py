@@ -465,12 +465,21 @@ def _print_submission(stream: str, submission: Submission) -> None:
         )
     typer.echo(
         f"{stream}: sent {submission.sent}, accepted {submission.accepted}, "
-        f"duplicates {submission.duplicates}, rejected {len(submission.rejected)}"
+        f"duplicates {submission.duplicates}, rejected {len(submission.rejected)}, "
+        f"conflicts {len(submission.conflicts)}"
     )
     for reason, files in submission.by_reason().items():
         shown = ", ".join(files[:SUBMIT_LISTED])
         more = f" and {len(files) - SUBMIT_LISTED} more" if len(files) > SUBMIT_LISTED else ""
         typer.echo(f"  {len(files)} x {reason}: {shown}{more}", err=True)
+    for c in submission.conflicts[:SUBMIT_LISTED]:
+        typer.echo(
+            f"  conflict: {c['file']} labelled {c['label']!r} is stored as "
+            f"{c['stored_id']} labelled {c['stored_label']!r}",
+            err=True,
+        )
+    if len(submission.conflicts) > SUBMIT_LISTED:
+        typer.echo(f"  and {len(submission.conflicts) - SUBMIT_LISTED} more conflicts", err=True)
 
 
 @cli.command()

@@ -157,6 +157,12 @@ class Settings(BaseSettings):
     max_group_length: int = Field(default=64, ge=1, description="Characters in a group name.")
     max_id_length: int = Field(default=128, ge=1, description="Characters in a sample id.")
     max_meta_bytes: int = Field(default=4096, ge=2, description="JSON bytes of a sample's meta.")
+    image_store: str = Field(
+        default="database",
+        description="Where new samples' pixels are stored: `database` (in their rows), or an "
+        "absolute folder that every worker sees (content-addressed files, fsynced before their "
+        "rows commit; for large images).",
+    )
 
     # Windows and splits
     window_size: int = Field(default=256, ge=8, description="Accepted samples that close a window.")
@@ -187,7 +193,7 @@ class Settings(BaseSettings):
         default=0.3,
         gt=0.0,
         lt=1.0,
-        description="Share of samples kept out of training (by id hash).",
+        description="Share of samples kept out of training (chosen by a digest of the image).",
     )
 
     # Learning
@@ -501,6 +507,13 @@ class Settings(BaseSettings):
             for scheme in _PG_SCHEMES:
                 if value.startswith(scheme):
                     return "postgresql+psycopg://" + value.removeprefix(scheme)
+        return value
+
+    @field_validator("image_store")
+    @classmethod
+    def _image_store_form(cls, value: str) -> str:
+        if value != "database" and not Path(value).is_absolute():
+            raise ValueError("must be 'database' or an absolute folder path")
         return value
 
     @field_validator("default_classes")

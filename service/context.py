@@ -49,7 +49,9 @@ class Service:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Service:
-        store = Store(settings.resolved_database_url)
+        from service.store.images import image_store
+
+        store = Store(settings.resolved_database_url, images=image_store(settings.image_store))
         store.create_schema()
         return cls(settings, store)
 

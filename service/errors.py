@@ -39,6 +39,12 @@ class StoreUnavailable(LearnstreamError):
     status_code = 503
 
 
+class ImageMissing(LearnstreamError):
+    """A stored sample's pixels are not where its row says (a folder image store)."""
+
+    status_code = 500
+
+
 class Unauthorized(LearnstreamError):
     """A write needs the operator token."""
 

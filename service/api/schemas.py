@@ -73,6 +73,16 @@ class Rejected(BaseModel):
     reason: str
 
 
+class Conflict(BaseModel):
+    """A sample showing a picture the stream holds under another label: not stored."""
+
+    index: int = Field(description="Index of the sample in the call.")
+    id: str = Field(description="The sample's id (sent, or its digest when none was).")
+    stored_id: str = Field(description="Id of the stored sample with the same picture.")
+    stored_label: str = Field(description="The stored sample's class name.")
+    label: str = Field(description="The class name this call sent.")
+
+
 class CreatedStream(BaseModel):
     """The stream an ingest call created, with the settings it was created with."""
 
@@ -86,8 +96,16 @@ class IngestResponse(BaseModel):
     """What one ingest call did (the ``learnstream.ingest`` contract)."""
 
     accepted: list[str] = Field(description="Ids of the samples stored by this call.")
-    duplicates: list[str] = Field(description="Ids already stored before (not counted twice).")
+    duplicates: list[str] = Field(
+        description="Ids of samples already stored (by id, or the same picture under the same "
+        "label), not counted twice."
+    )
     rejected: list[Rejected]
+    conflicts: list[Conflict] = Field(
+        default_factory=list,
+        description="Samples whose picture is stored under another label: not stored; "
+        "recorded as rejections of their label.",
+    )
     created: CreatedStream | None = Field(
         default=None,
         description="The stream, when this call created it (auto_create_streams); else null.",

@@ -26,6 +26,7 @@ from service.alerts.incidents import incident_title
 from service.context import Service
 from service.quarantine.records import list_quarantine, quarantine_counts
 from service.queries.listings import list_alerts, list_drift, list_models
+from service.store.images import read_pixels
 from service.store.schema import Alert, Sample, Stream, Window, iso, utcnow
 from service.store.streams import champion_version
 from service.streams.configuration import settings_for
@@ -319,7 +320,7 @@ def load_samples(service: Service, stream: str, sample_ids: list[str]) -> list[S
         rows = session.execute(
             _sample_query(record).where(Sample.sample_id.in_(list(sample_ids)))
         ).all()
-        return _by_id(_images(record, rows), sample_ids)
+        return _by_id(_images(session, record, rows), sample_ids)
 
 
 def window_samples(
@@ -342,7 +343,7 @@ def window_samples(
         query = query.order_by(Sample.seq)
         if limit is not None:
             query = query.limit(limit)
-        return _images(record, session.execute(query).all())
+        return _images(session, record, session.execute(query).all())
 
 
 def incident_samples(
@@ -363,7 +364,7 @@ def incident_samples(
     )
 
 
-def _sample_query(record: Stream) -> Select[str, int, str, str, bytes, int]:
+def _sample_query(record: Stream) -> Select[str, int, str, str, bytes | None, str | None, int]:
     return (
         select(
             Sample.sample_id,
@@ -371,6 +372,7 @@ def _sample_query(record: Stream) -> Select[str, int, str, str, bytes, int]:
             Sample.group,
             Sample.split,
             Sample.pixels,
+            Sample.content_digest,
             Window.seq,
         )
         .join(Window, Window.id == Sample.window_id)
@@ -379,10 +381,13 @@ def _sample_query(record: Stream) -> Select[str, int, str, str, bytes, int]:
 
 
 def _images(
-    record: Stream, rows: Sequence[Row[str, int, str, str, bytes, int]]
+    session: Session,
+    record: Stream,
+    rows: Sequence[Row[str, int, str, str, bytes | None, str | None, int]],
 ) -> list[SampleImage]:
     shape = (record.channels, record.size, record.size)
     classes = [str(c) for c in record.classes]
+    stored = read_pixels(session, [(r.pixels, r.content_digest) for r in rows])
     return [
         SampleImage(
             sample_id=r.sample_id,
@@ -391,9 +396,9 @@ def _images(
             group=r.group,
             window=int(r.seq),
             split=r.split,
-            pixels=np.frombuffer(r.pixels, dtype=np.uint8).reshape(shape),
+            pixels=np.frombuffer(pixels, dtype=np.uint8).reshape(shape),
         )
-        for r in rows
+        for r, pixels in zip(rows, stored, strict=True)
     ]
 
 

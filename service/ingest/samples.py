@@ -6,6 +6,13 @@ samples of the same call are still accepted (:mod:`service.ingest.rejections`
 records them). Window assignment happens under the stream's row lock, so
 concurrent ingest workers never split or double-close a window
 (:mod:`service.ingest.windows`).
+
+A sample is named by its id and, whatever its id, by its *content digest*: sha256 of the
+stream's name and its stored pixels (decoded, channel-converted and resized), so lossless
+re-encodings of one picture share it. The digest chooses the train/holdout side, so one
+picture never lands on both; a picture already stored (or accepted earlier in the same
+call) is a duplicate under the same label and a *conflict* under another: not stored,
+answered in ``conflicts`` and recorded as a rejection of its label.
 """
 
 from __future__ import annotations
@@ -20,13 +27,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from sqlalchemy import insert, select, update
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
 
 from service.config import Settings
 from service.errors import InvalidRequest, InvalidSample, StreamNotFound
 from service.ingest.images import convert_channels, decode, resize_each
 from service.ingest.rejections import record_rejections, record_unreadable_call
 from service.ingest.windows import close, open_window
+from service.store.bulk import any_of, insert_samples
 from service.store.engine import Store
 from service.store.schema import (
     STREAM_NAME_RULE,
@@ -53,11 +62,12 @@ class PreparedSample:
     sample_id: str
     label: int
     group: str
-    split: str
     meta: dict[str, Any] | None
     image_digest: str
     image: torch.Tensor  # channels converted; resized with the call's other images
-    pixels: bytes = b""
+    pixels: bytes = b""  # set once resized (with ``content_digest`` and ``split``)
+    content_digest: str = ""
+    split: str = ""
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,8 @@ class IngestResult:
     accepted: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    # Pictures already stored under another label: {index, id, stored_id, stored_label, label}
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
     closed_windows: list[int] = field(default_factory=list)
     created: dict[str, Any] | None = None  # the stream's settings when this call created it
 
@@ -93,14 +105,33 @@ class IngestResult:
             "accepted": self.accepted,
             "duplicates": self.duplicates,
             "rejected": self.rejected,
+            "conflicts": self.conflicts,
             "created": self.created,
         }
 
 
-def split_for(sample_id: str, holdout_fraction: float) -> str:
-    """``holdout`` or ``train`` by the id's hash: a redelivered sample lands on the same side."""
-    bucket = int.from_bytes(hashlib.sha256(sample_id.encode()).digest()[:8], "big") / 2**64
+def content_digest(stream: str, pixels: bytes) -> str:
+    """sha256 of the stream's name and a sample's stored pixels (its shape is the stream's)."""
+    return hashlib.sha256(stream.encode() + b"\0" + pixels).hexdigest()
+
+
+def split_for(key: str, holdout_fraction: float) -> str:
+    """``holdout`` or ``train`` by the hash of ``key`` (a content digest): the same picture,
+    redelivered or sent under another id, always lands on the same side."""
+    bucket = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
     return "holdout" if bucket < holdout_fraction else "train"
+
+
+def conflict_reason(conflict: dict[str, Any]) -> str:
+    """The rejection recorded for a conflict; its detail (in parentheses) names the sample.
+
+    >>> conflict_reason({"stored_id": "a-1", "stored_label": "7"})
+    "label: conflicts with a stored sample of the same image (sample 'a-1' labelled '7')"
+    """
+    return (
+        "label: conflicts with a stored sample of the same image "
+        f"(sample {quoted(conflict['stored_id'])} labelled {quoted(conflict['stored_label'])})"
+    )
 
 
 def classes_are_indices(classes: list[str]) -> bool:
@@ -218,7 +249,6 @@ def prepare_sample(
         sample_id=sample_id,
         label=label,
         group=group,
-        split=split_for(sample_id, s.holdout_fraction),
         meta=meta,
         image_digest=digest,
         image=image,
@@ -258,31 +288,82 @@ def _create_stream(store: Store, name: str, settings: Settings) -> tuple[Stream,
     return stream, created
 
 
+@dataclass
+class _Known:
+    """What a call's samples match: ids, and each picture's holders (id, label) in order."""
+
+    ids: set[str]
+    holders: dict[str, list[tuple[str, int]]]
+
+
+def _known(session: Session, stream_id: int, prepared: list[PreparedSample]) -> _Known:
+    """The stored samples that share an id or a picture with ``prepared`` (one query)."""
+    ids = [p.sample_id for p in prepared]
+    digests = list({p.content_digest for p in prepared})
+    rows = session.execute(
+        select(Sample.sample_id, Sample.content_digest, Sample.label)
+        .where(
+            Sample.stream_id == stream_id,
+            or_(
+                any_of(session, Sample.sample_id, ids),
+                any_of(session, Sample.content_digest, digests),
+            ),
+        )
+        .order_by(Sample.seq)
+    ).all()
+    wanted = set(ids)
+    known = _Known(ids={r.sample_id for r in rows if r.sample_id in wanted}, holders={})
+    for r in rows:
+        if r.content_digest is not None:
+            known.holders.setdefault(r.content_digest, []).append((r.sample_id, r.label))
+    return known
+
+
+def _conflict(
+    p: PreparedSample, holders: list[tuple[str, int]], classes: list[str]
+) -> dict[str, Any]:
+    """The answer's entry for ``p``, whose picture ``holders[0]`` (the first stored) holds."""
+    stored_id, stored_label = holders[0]
+    return {
+        "index": p.index,
+        "id": p.sample_id,
+        "stored_id": stored_id,
+        "stored_label": classes[stored_label] if 0 <= stored_label < len(classes) else "?",
+        "label": classes[p.label],
+    }
+
+
 def commit_samples(
     store: Store, stream: Stream, prepared: list[PreparedSample], settings: Settings
 ) -> IngestResult:
     """Insert new samples in one transaction, assigning windows in arrival order; raises
-    :class:`StreamGone` when ``stream`` (a cached row) was deleted or recreated since."""
+    :class:`StreamGone` when ``stream`` (a cached row) was deleted or recreated since.
+
+    A known id is a duplicate; a new id showing a known picture is a duplicate when one of
+    its holders has the same label, else a conflict (not stored)."""
     result = IngestResult()
     stream_id = stream.id
+    classes = [str(c) for c in stream.classes]
     with store.session() as session:
         last_seq = lock_kept_stream(session, stream)
-        ids = [p.sample_id for p in prepared]
-        existing = set(
-            session.scalars(
-                select(Sample.sample_id).where(
-                    Sample.stream_id == stream_id, Sample.sample_id.in_(ids)
-                )
-            )
-        )
+        known = _known(session, stream_id, prepared) if prepared else _Known(set(), {})
         next_seq = last_seq + 1
         window: Window | None = None
-        rows = []
+        rows, stored = [], []
+        now = utcnow()
         for p in prepared:
-            if p.sample_id in existing:
+            if p.sample_id in known.ids:
                 result.duplicates.append(p.sample_id)
                 continue
-            existing.add(p.sample_id)
+            holders = known.holders.get(p.content_digest)
+            if holders:
+                if any(label == p.label for _, label in holders):
+                    result.duplicates.append(p.sample_id)
+                else:
+                    result.conflicts.append(_conflict(p, holders, classes))
+                continue
+            known.ids.add(p.sample_id)
+            known.holders[p.content_digest] = [(p.sample_id, p.label)]
             window = window or open_window(session, stream_id, settings, result.closed_windows)
             rows.append(
                 {
@@ -293,12 +374,14 @@ def commit_samples(
                     "group": p.group,
                     "split": p.split,
                     "window_id": window.id,
-                    "received_at": utcnow(),
+                    "received_at": now,
                     "meta": p.meta,
                     "image_digest": p.image_digest,
-                    "pixels": p.pixels,
+                    "content_digest": p.content_digest,
+                    "pixels": p.pixels if store.images.in_rows else None,
                 }
             )
+            stored.append(p)
             next_seq += 1
             window.size += 1
             result.accepted.append(p.sample_id)
@@ -307,9 +390,9 @@ def commit_samples(
                 session.flush()
                 window = None
         if rows:
-            # With RETURNING, SQLAlchemy batches the rows into one cached multi-row INSERT
-            # ("insertmanyvalues"): one round trip per call instead of one per row.
-            session.execute(insert(Sample).returning(Sample.id), rows)
+            # A folder store has the files on disk (fsynced) before the rows commit.
+            store.images.put({p.content_digest: p.pixels for p in stored})
+            insert_samples(session, rows)
             session.execute(
                 update(Stream)
                 .where(Stream.id == stream_id)
@@ -337,18 +420,24 @@ def _prepare_or_reject(
         return "sample: cannot be read"
 
 
-def _resize(
-    prepared: list[PreparedSample], size: int, rejected: list[dict[str, Any]]
+def _finish(
+    prepared: list[PreparedSample],
+    stream: Stream,
+    settings: Settings,
+    rejected: list[dict[str, Any]],
 ) -> list[PreparedSample]:
-    """The samples whose images could be resized, their pixels set; the others rejected."""
+    """The samples whose images could be resized, with their pixels, content digest and
+    split set; the others rejected."""
     kept = []
-    for sample, pixels in zip(
-        prepared, resize_each([p.image for p in prepared], size), strict=True
+    for sample, image in zip(
+        prepared, resize_each([p.image for p in prepared], stream.size), strict=True
     ):
-        if pixels is None:
+        if image is None:
             rejected.append({"index": sample.index, "reason": "image: cannot be resized"})
             continue
-        sample.pixels = pixels.numpy().tobytes()
+        sample.pixels = image.numpy().tobytes()
+        sample.content_digest = content_digest(stream.name, sample.pixels)
+        sample.split = split_for(sample.content_digest, settings.holdout_fraction)
         kept.append(sample)
     rejected.sort(key=lambda r: r["index"])
     return kept
@@ -366,15 +455,23 @@ def _ingest_once(store: Store, settings: Settings, name: str, samples: list[Any]
             rejected.append({"index": index, "reason": outcome})
         else:
             prepared.append(outcome)
-    prepared = _resize(prepared, record.size, rejected)
+    prepared = _finish(prepared, record, settings, rejected)
     result = commit_samples(store, record, prepared, settings)
     result.rejected = rejected
     result.created = stream_settings(record) if lookup.created else None
-    record_rejections(store, name, record.id, rejected)
-    if rejected:
+    refused = rejected + [
+        {"index": c["index"], "reason": conflict_reason(c)} for c in result.conflicts
+    ]
+    record_rejections(store, name, record.id, sorted(refused, key=lambda r: r["index"]))
+    if refused:
         log.warning(
             "ingest rejected samples",
-            extra={"stream": name, "rejected": len(rejected), "accepted": len(result.accepted)},
+            extra={
+                "stream": name,
+                "rejected": len(rejected),
+                "conflicts": len(result.conflicts),
+                "accepted": len(result.accepted),
+            },
         )
     return result
 

@@ -50,12 +50,14 @@ class Submission:
     accepted: int = 0
     duplicates: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    # Images the stream holds under another label: {file, stored_id, stored_label, label}
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
     created: dict[str, Any] | None = None
 
     @property
     def failed(self) -> bool:
         """Whether anything was refused: the submit then exits non-zero."""
-        return bool(self.rejected)
+        return bool(self.rejected or self.conflicts)
 
     def by_reason(self) -> dict[str, list[str]]:
         """Rejected files grouped by reason (its parenthesised detail left out), most first."""
@@ -71,6 +73,7 @@ class Submission:
             "duplicates": self.duplicates,
             "rejected": self.rejected,
             "rejected_by_reason": {k: len(v) for k, v in self.by_reason().items()},
+            "conflicts": self.conflicts,
             "created": self.created,
         }
 
@@ -141,6 +144,15 @@ def fold_answer(submission: Submission, names: list[str], answer: dict[str, Any]
     submission.created = submission.created or answer.get("created")
     submission.rejected += [
         {"file": names[r["index"]], "reason": r["reason"]} for r in answer.get("rejected", [])
+    ]
+    submission.conflicts += [
+        {
+            "file": names[c["index"]],
+            "stored_id": c["stored_id"],
+            "stored_label": c["stored_label"],
+            "label": c["label"],
+        }
+        for c in answer.get("conflicts", [])
     ]
 
 

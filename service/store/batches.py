@@ -9,6 +9,7 @@ import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.store.images import read_pixels
 from service.store.schema import Sample, Stream
 
 
@@ -53,12 +54,14 @@ def load_batch(
     *,
     quarantined: bool = False,
 ) -> Batch:
-    """The samples of ``window_ids`` (optionally one split), in arrival order; quarantined
-    samples only with ``quarantined`` (the window's own processing sees every sample)."""
+    """The samples of ``window_ids`` (optionally one split), in arrival order, pixels from the
+    rows or from the image store that holds them; quarantined samples only with
+    ``quarantined`` (the window's own processing sees every sample)."""
     query = select(
         Sample.id,
         Sample.sample_id,
         Sample.pixels,
+        Sample.content_digest,
         Sample.label,
         Sample.group,
         Sample.window_id,
@@ -71,7 +74,8 @@ def load_batch(
     rows = session.execute(query.order_by(Sample.seq)).all()
     shape = (stream.channels, stream.size, stream.size)
     if rows:
-        pixels = np.frombuffer(b"".join(r.pixels for r in rows), dtype=np.uint8)
+        stored = read_pixels(session, [(r.pixels, r.content_digest) for r in rows])
+        pixels = np.frombuffer(b"".join(stored), dtype=np.uint8)
         x = torch.from_numpy(pixels.reshape((len(rows), *shape)).copy())
     else:
         x = torch.zeros((0, *shape), dtype=torch.uint8)

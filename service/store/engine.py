@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from service.errors import StoreUnavailable, StreamNotFound
+from service.store.images import DatabaseImages, ImageStore
 from service.store.schema import Stream
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,11 @@ def migrate(conn: Connection, revision: str = "head") -> None:
 
 
 class Store:
-    """Owns the database engine; hands out transactional sessions."""
+    """Owns the database engine and the image store; hands out transactional sessions."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, images: ImageStore | None = None) -> None:
         self.url = url
+        self.images = images or DatabaseImages()
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             path = url.removeprefix("sqlite:///")
@@ -78,7 +80,10 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Sessions carry the image store, so readers of samples find the pixels' home.
+        self._sessions = sessionmaker(
+            self.engine, expire_on_commit=False, info={"images": self.images}
+        )
         # Stream rows by name: their id, classes and shape never change once created.
         self.streams: dict[str, Stream] = {}
 

@@ -77,6 +77,7 @@ class Sample(Base):
     __table_args__ = (
         UniqueConstraint("stream_id", "sample_id", name="uq_sample_stream_id"),
         Index("ix_samples_window", "window_id", "seq"),
+        Index("ix_samples_content", "stream_id", "content_digest"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -89,8 +90,13 @@ class Sample(Base):
     window_id: Mapped[int] = mapped_column(ForeignKey("windows.id"))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     meta: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
-    image_digest: Mapped[str] = mapped_column(String(64))
-    pixels: Mapped[bytes] = mapped_column(LargeBinary)
+    image_digest: Mapped[str] = mapped_column(String(64))  # sha256 of the bytes sent
+    # sha256 of the stream's name and the stored pixels: the same picture, whatever its id,
+    # label or encoding, has one digest, which chooses its split and finds it again.
+    content_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The pixels at the stream's shape; NULL when they live in a folder image store
+    # (``service.store.images``), under ``content_digest``.
+    pixels: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     # Held out of training, replay, the gate and references while a ``Quarantine`` row holds it.
     quarantined: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 

@@ -60,6 +60,7 @@ def test_mixed_batch_through_the_queue(queue_service) -> None:
         "accepted": [s["id"] for s in good],
         "duplicates": [],
         "rejected": [{"index": 1, "reason": "image: not valid base64"}],
+        "conflicts": [],
         "created": {"stream": "q", "classes": digits, "channels": 1, "size": 28},
     }
     again = _send(producer, "learnstream.ingest", "ingest", stream="q", samples=good).get(
@@ -69,6 +70,7 @@ def test_mixed_batch_through_the_queue(queue_service) -> None:
         "accepted": [],
         "duplicates": [s["id"] for s in good],
         "rejected": [],
+        "conflicts": [],
         "created": None,
     }
     assert status(service)["streams"]["q"]["samples"] == 3

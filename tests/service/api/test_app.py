@@ -127,6 +127,7 @@ def test_samples_accepts_the_good_and_rejects_the_bad_at_their_index(
             {"index": 3, "reason": "group: missing"},
             {"index": 4, "reason": "sample: must be an object, got str"},
         ],
+        "conflicts": [],
         "created": {"stream": "s", "classes": list("0123456789"), "channels": 1, "size": 28},
     }
     assert calls == [("s", body["samples"])]  # the very function the ingest task calls
@@ -136,6 +137,7 @@ def test_samples_accepts_the_good_and_rejects_the_bad_at_their_index(
         "accepted": [],
         "duplicates": ["x-0", "x-1"],
         "rejected": [],
+        "conflicts": [],
         "created": None,
     }
     streams = client.get("/v1/status").json()["streams"]

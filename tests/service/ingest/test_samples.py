@@ -8,9 +8,9 @@ from helpers import digit_samples, npy_base64
 from sqlalchemy import func, select
 
 from service.errors import InvalidRequest, StreamNotFound
-from service.ingest.samples import ingest, split_for
+from service.ingest.samples import content_digest, ingest, split_for
 from service.queries.listings import list_alerts, status
-from service.store.schema import Rejection, Sample, Window
+from service.store.schema import Rejection, Sample, Stream, Window
 
 
 def test_mixed_batch_accepts_good_and_rejects_bad_with_reasons(service) -> None:
@@ -114,17 +114,150 @@ def test_windows_close_by_size_in_arrival_order(service) -> None:
     assert counts == {"open": 1, "closed": 2, "processed": 0}
 
 
-def test_split_is_a_stable_function_of_the_id(service) -> None:
-    ids = [f"x{i}" for i in range(2000)]
-    splits = [split_for(i, 0.3) for i in ids]
-    assert splits == [split_for(i, 0.3) for i in ids]
-    assert 0.26 < splits.count("holdout") / len(ids) < 0.34
+def test_split_is_a_stable_function_of_the_content(service) -> None:
+    keys = [f"x{i}" for i in range(2000)]
+    splits = [split_for(k, 0.3) for k in keys]
+    assert splits == [split_for(k, 0.3) for k in keys]
+    assert 0.26 < splits.count("holdout") / len(keys) < 0.34
     result = ingest(service.store, service.settings, "s1", digit_samples(30))
     with service.store.session() as session:
-        stored = dict(session.execute(select(Sample.sample_id, Sample.split)).all())
-    assert all(
-        stored[i] == split_for(i, service.settings.holdout_fraction) for i in result.accepted
+        stored = session.execute(
+            select(Sample.sample_id, Sample.split, Sample.content_digest, Sample.pixels)
+        ).all()
+    assert sorted(r.sample_id for r in stored) == sorted(result.accepted)
+    for row in stored:
+        assert row.content_digest == content_digest("s1", row.pixels)
+        assert row.split == split_for(row.content_digest, service.settings.holdout_fraction)
+
+
+def _stored(service, stream: str = "s1") -> list[tuple[str, int, str]]:  # type: ignore[no-untyped-def]
+    with service.store.session() as session:
+        rows = session.execute(
+            select(Sample.sample_id, Sample.label, Sample.split)
+            .join(Stream, Stream.id == Sample.stream_id)
+            .where(Stream.name == stream)
+            .order_by(Sample.seq)
+        ).all()
+    return [tuple(r) for r in rows]
+
+
+def test_the_same_picture_under_other_ids_is_stored_once_on_one_side(service) -> None:
+    samples = digit_samples(40)
+    first = ingest(service.store, service.settings, "s1", samples)
+    assert len(first.accepted) == 40
+    # Every picture again under new ids, groups and encodings (.npy of the same pixels):
+    # whichever side its first copy took, no copy reaches the other one.
+    renamed = [
+        s | {"id": f"again-{i}", "group": "C"}
+        if i % 2
+        else s | {"id": f"again-{i}", "image": npy_base64(_decoded(s["image"]))}
+        for i, s in enumerate(samples)
+    ]
+    again = ingest(service.store, service.settings, "s1", renamed)
+    assert again.accepted == [] and again.conflicts == []
+    assert again.duplicates == [s["id"] for s in renamed]
+    stored = _stored(service)
+    assert [r[0] for r in stored] == [s["id"] for s in samples]
+    splits = {r[2] for r in stored}
+    assert splits == {"train", "holdout"}  # both sides used, each picture on one
+    assert status(service)["streams"]["s1"]["samples"] == 40
+
+
+def _decoded(image: str) -> np.ndarray:
+    from service.ingest.images import decode
+
+    return decode(base64.b64decode(image), max_pixels=10**6)[0].numpy()
+
+
+def test_a_relabelled_picture_is_a_conflict_not_a_second_sample(service) -> None:
+    samples = digit_samples(3)
+    ingest(service.store, service.settings, "s1", samples)
+    relabelled = samples[1] | {"id": "fixed-1", "label": (samples[1]["label"] + 1) % 10}
+    fresh = digit_samples(1, seed=5)[0]
+    result = ingest(service.store, service.settings, "s1", [fresh, relabelled])
+    assert result.accepted == [fresh["id"]] and result.duplicates == []
+    assert result.rejected == []
+    conflict = {
+        "index": 1,
+        "id": "fixed-1",
+        "stored_id": samples[1]["id"],
+        "stored_label": str(samples[1]["label"]),
+        "label": str(relabelled["label"]),
+    }
+    assert result.conflicts == [conflict]
+    assert result.to_dict()["conflicts"] == [conflict]
+    assert [r[0] for r in _stored(service)] == [*(s["id"] for s in samples), fresh["id"]]
+    reason = (
+        f"label: conflicts with a stored sample of the same image "
+        f"(sample {samples[1]['id']!r} labelled {str(samples[1]['label'])!r})"
     )
+    with service.store.session() as session:
+        recorded = session.execute(select(Rejection.index, Rejection.reason)).all()
+    assert [tuple(r) for r in recorded] == [(1, reason)]
+    assert status(service)["streams"]["s1"]["rejected"] == 1
+    (alert,) = list_alerts(service)
+    assert alert["payload"]["counts"] == {
+        "label: conflicts with a stored sample of the same image": 1
+    }
+    # Sent again under its stored label and a new id: a duplicate, not a conflict.
+    back = ingest(
+        service.store, service.settings, "s1", [relabelled | {"label": samples[1]["label"]}]
+    )
+    assert back.duplicates == ["fixed-1"] and back.conflicts == []
+
+
+def test_copies_of_one_picture_inside_a_call_follow_the_same_rules(service) -> None:
+    a, b = digit_samples(2)
+    other = (a["label"] + 1) % 10
+    call = [
+        a,
+        a | {"id": "a-copy"},  # same picture, same label: duplicate
+        a | {"id": "a-relabelled", "label": other},  # same picture, other label: conflict
+        b | {"id": "b-relabelled", "label": (b["label"] + 3) % 10},  # first copy: stored
+        b,  # its picture is now held under another label: conflict
+        a,  # known id: duplicate
+    ]
+    result = ingest(service.store, service.settings, "s1", call)
+    assert result.accepted == [a["id"], "b-relabelled"]
+    assert result.duplicates == ["a-copy", a["id"]]
+    assert result.conflicts == [
+        {
+            "index": 2,
+            "id": "a-relabelled",
+            "stored_id": a["id"],
+            "stored_label": str(a["label"]),
+            "label": str(other),
+        },
+        {
+            "index": 4,
+            "id": b["id"],
+            "stored_id": "b-relabelled",
+            "stored_label": str((b["label"] + 3) % 10),
+            "label": str(b["label"]),
+        },
+    ]
+    assert len(_stored(service)) == 2
+
+
+def test_samples_without_ids_keep_their_content_names_and_conflict_on_relabel(service) -> None:
+    sample = {k: v for k, v in digit_samples(1)[0].items() if k != "id"}
+    first = ingest(service.store, service.settings, "s1", [sample])
+    relabel = ingest(
+        service.store, service.settings, "s1", [sample | {"label": (sample["label"] + 1) % 10}]
+    )
+    (conflict,) = relabel.conflicts
+    assert conflict["stored_id"] == first.accepted[0] and conflict["id"] != first.accepted[0]
+    regroup = ingest(service.store, service.settings, "s1", [sample | {"group": "Z"}])
+    assert regroup.duplicates and regroup.accepted == []
+
+
+def test_the_same_picture_in_two_streams_is_two_samples(service) -> None:
+    sample = digit_samples(1)[0]
+    for stream in ("s1", "s2"):
+        assert ingest(service.store, service.settings, stream, [sample]).accepted == [sample["id"]]
+    with service.store.session() as session:
+        digests = session.scalars(select(Sample.content_digest)).all()
+    assert len(set(digests)) == 2  # the stream's name is part of the digest
 
 
 def test_label_by_class_name(service) -> None:
@@ -265,7 +398,7 @@ def test_an_image_that_cannot_be_resized_rejects_its_sample_only(service, monkey
     monkeypatch.setattr(v2.functional, "resize", fragile)
     good = [
         {"id": "g1", "image": _png_base64(20, 20), "label": 1, "group": "A"},
-        {"id": "g2", "image": _png_base64(30, 30), "label": 2, "group": "B"},
+        {"id": "g2", "image": _png_base64(30, 30, 150), "label": 2, "group": "B"},
     ]
     odd = {"id": "odd", "image": _png_base64(20, 13), "label": 1, "group": "A"}
     result = ingest(service.store, service.settings, "s1", [good[0], odd, good[1]])
@@ -367,6 +500,7 @@ def test_the_answer_says_which_call_created_the_stream(service, caplog) -> None:
         "accepted": again.accepted,
         "duplicates": [],
         "rejected": [],
+        "conflicts": [],
         "created": None,
     }
     from service.store.engine import Store
@@ -449,3 +583,25 @@ def test_a_stream_recreated_by_another_process_with_other_classes_is_noticed(ser
     assert _sample_count(store, "s") == (recreated.id, 1)
     with store.session() as session:
         assert session.scalar(select(Sample.label)) == 2
+
+
+def test_every_field_of_a_call_is_stored_as_sent(service) -> None:
+    """On PostgreSQL the rows go in by COPY: each column keeps its value and type."""
+    with_meta, without = digit_samples(2)
+    with_meta["meta"] = {"camera": "é-1", "nested": [1, 2.5, None, True]}
+    result = ingest(service.store, service.settings, "s1", [with_meta, without])
+    assert result.accepted == [with_meta["id"], without["id"]]
+    with service.store.session() as session:
+        rows = session.execute(
+            select(Sample.sample_id, Sample.seq, Sample.label, Sample.group, Sample.meta).order_by(
+                Sample.seq
+            )
+        ).all()
+        nulls = session.scalar(select(func.count()).where(Sample.meta.is_(None)))
+        received = session.scalars(select(Sample.received_at)).all()
+    assert [tuple(r) for r in rows] == [
+        (with_meta["id"], 1, with_meta["label"], "A", with_meta["meta"]),
+        (without["id"], 2, without["label"], "B", None),
+    ]
+    assert nulls == 1  # SQL NULL, not JSON null
+    assert all(r is not None for r in received)

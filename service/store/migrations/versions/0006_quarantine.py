@@ -1,15 +1,15 @@
 """Quarantine: samples whose labels the screen found likely wrong, and windows whose candidate
 was rejected under concept or label drift, kept out of training, replay, gates and references.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
