@@ -378,7 +378,8 @@ def delete_samples(
         audit_id = audit.id
     digests = _purge_states(service, stream, found.holders, selected.sample_ids, audit_id)
     with service.store.session() as session:
-        deleted = delete_sample_rows(session, record.id, selected.rows)
+        removed = delete_sample_rows(session, record.id, selected.rows)
+        deleted = removed.count
         for row in session.scalars(
             select(ModelVersion).where(
                 ModelVersion.stream_id == record.id, ModelVersion.version.in_(found.trained)
@@ -393,6 +394,7 @@ def delete_samples(
         audit_row.purged_versions = sorted(digests)
         audit_row.status = "done"
         audit_row.finished_at = utcnow()
+    service.store.images.discard(removed.orphaned_images)
     result = DeletionResult(
         stream, deleted, found.trained, audit_id, sorted(digests), dict(kept) if kept else None
     )

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -47,6 +47,11 @@ class ImageStore(ABC):
     @abstractmethod
     def get(self, digests: Sequence[str]) -> list[bytes]:
         """The pixels of each digest, in order; raises :class:`ImageMissing`."""
+
+    def discard(self, digests: Collection[str]) -> None:
+        """Remove the pixels of digests no stored sample names any more (after the rows'
+        deletion committed): nothing to do where the pixels live in the rows."""
+        return None
 
 
 class DatabaseImages(ImageStore):
@@ -102,6 +107,10 @@ class FolderImages(ImageStore):
             for fd, temporary in written.values():
                 os.close(fd)
                 Path(temporary).unlink(missing_ok=True)  # gone once renamed
+
+    def discard(self, digests: Collection[str]) -> None:
+        for digest in digests:
+            self.path(digest).unlink(missing_ok=True)
 
     def get(self, digests: Sequence[str]) -> list[bytes]:
         out = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import delete, select
@@ -32,6 +33,15 @@ def delete_stream(store: Store, model_dir: Path, name: str) -> bool:
         stream = session.scalar(select(Stream).where(Stream.name == name))
         if stream is None:
             return False
+        in_files = set(
+            session.scalars(
+                select(Sample.content_digest).where(
+                    Sample.stream_id == stream.id,
+                    Sample.pixels.is_(None),
+                    Sample.content_digest.is_not(None),
+                )
+            )
+        )
         for table in (
             DriftReport,
             Alert,
@@ -46,24 +56,52 @@ def delete_stream(store: Store, model_dir: Path, name: str) -> bool:
         session.execute(delete(Rejection).where(Rejection.stream_name == name))
         session.delete(stream)
     store.streams.pop(name, None)
+    store.images.discard({str(d) for d in in_files})  # digests name the stream: its own files
     # A stored name passed valid_stream_name, so it names a folder right under model_dir.
     shutil.rmtree(model_dir / name, ignore_errors=True)
     return True
 
 
-def delete_sample_rows(session: Session, stream_id: int, row_ids: Collection[int]) -> int:
+@dataclass(frozen=True)
+class RemovedSamples:
+    """How many samples a deletion removed, and the image-store files no sample names any
+    more (to discard once the deletion committed: a rollback must find them still there)."""
+
+    count: int
+    orphaned_images: set[str] = field(default_factory=set)
+
+
+def delete_sample_rows(
+    session: Session, stream_id: int, row_ids: Collection[int]
+) -> RemovedSamples:
     """Delete the samples with database ids ``row_ids`` of stream ``stream_id``, and every row
-    that refers to them, in the caller's transaction; returns how many samples went.
+    that refers to them, in the caller's transaction.
 
     The one place that removes samples: a table that comes to reference samples adds its
     delete here. Windows stay (their ``size`` remains the count they received)."""
     ids = sorted({int(i) for i in row_ids})
-    deleted = 0
+    deleted, in_files = 0, set()
     for start in range(0, len(ids), 500):  # bounded IN lists
         chunk = ids[start : start + 500]
+        in_files |= set(
+            session.scalars(
+                select(Sample.content_digest).where(
+                    Sample.id.in_(chunk),
+                    Sample.pixels.is_(None),
+                    Sample.content_digest.is_not(None),
+                )
+            )
+        )
         session.execute(delete(Quarantine).where(Quarantine.sample_row.in_(chunk)))
         result = session.execute(
             delete(Sample).where(Sample.stream_id == stream_id, Sample.id.in_(chunk))
         )
         deleted += int(result.rowcount or 0)  # type: ignore[attr-defined]
-    return deleted
+    still_named = set(
+        session.scalars(
+            select(Sample.content_digest).where(
+                Sample.stream_id == stream_id, Sample.content_digest.in_(sorted(in_files))
+            )
+        )
+    )
+    return RemovedSamples(deleted, {str(d) for d in in_files - still_named})

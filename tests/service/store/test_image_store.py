@@ -99,3 +99,36 @@ def test_the_setting_names_the_database_or_an_absolute_folder(tmp_path, monkeypa
     assert str(refused.value) == (
         "LEARNSTREAM_IMAGE_STORE='relative/images': must be 'database' or an absolute folder path"
     )
+
+
+def test_deleted_samples_take_their_files_with_them(tmp_path, database_url) -> None:
+    from service.samples.deletion import criteria_of, delete_samples
+
+    folder = tmp_path / "images"
+    service = _service(tmp_path, database_url, str(folder))
+    samples = digit_samples(20)
+    ingest(service.store, service.settings, "s", samples)
+    with service.store.session() as session:
+        digests = dict(session.execute(select(Sample.sample_id, Sample.content_digest)).all())
+    gone = [s["id"] for s in samples[:5]]
+    result = delete_samples(service, "s", criteria_of(ids=gone), by="dpo", reason="erasure")
+    assert result.deleted == 5
+    store = FolderImages(folder)
+    assert not any(store.path(digests[i]).exists() for i in gone)
+    assert all(store.path(d).exists() for i, d in digests.items() if i not in gone)
+    assert len(_all(service)) == 15
+    service.close()
+
+
+def test_a_deleted_stream_takes_its_files_with_it(tmp_path, database_url) -> None:
+    from service.store.removal import delete_stream
+
+    folder = tmp_path / "images"
+    service = _service(tmp_path, database_url, str(folder))
+    ingest(service.store, service.settings, "s", digit_samples(10))
+    ingest(service.store, service.settings, "t", digit_samples(10))
+    assert len([p for p in folder.rglob("*") if p.is_file()]) == 20
+    assert delete_stream(service.store, tmp_path / "models", "s")
+    assert len([p for p in folder.rglob("*") if p.is_file()]) == 10
+    assert len(_all(service, "t")) == 10
+    service.close()
