@@ -276,7 +276,9 @@ class Settings(BaseSettings):
         "smallest p-value 1/(n+1) is a quarter of the most corrected threshold.",
     )
     drift_detector: CovariateDetectorName = Field(
-        default="mmd", description="Covariate-shift test: MMD, LSDD or KS with Bonferroni."
+        default="mmd",
+        description="Covariate-shift test: MMD, LSDD or KS with Bonferroni (the properties "
+        "feature space always tests with KS).",
     )
     drift_mode: Literal["window", "online"] = Field(
         default="window",
