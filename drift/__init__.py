@@ -13,5 +13,6 @@ only inside their adapter modules, so ``import drift`` stays light.
 - :mod:`drift.label`: chi-square on label counts; :mod:`drift.concept`: ADWIN or
   Page-Hinkley on the error stream.
 - :mod:`drift.features`: the feature spaces (penultimate layer, untrained encoder);
-  :mod:`drift.witness`: the window samples that moved most.
+  :mod:`drift.properties`: image properties (brightness, noise, ...) and their explanation
+  in words; :mod:`drift.witness`: the window samples that moved most.
 """

@@ -10,6 +10,10 @@ comparable.
 "Failing Loudly" (2019): random conv features preserve enough of the image
 geometry for two-sample tests to find shifts, need no training, and stay the same
 whatever the champion, so one reference serves for as long as the stream lasts.
+
+``"properties"``: brightness, contrast, sharpness, noise and saturation of each image,
+computed from the pixels (:mod:`drift.properties`): cheap, fixed, and explainable in words;
+tested with KS per property, it sees the pixel noise the learned spaces smooth away.
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@
 Plain literals, no torch and no backend, so that :mod:`service.config` can import them
 cheaply; the modules that implement each name check against the same lists.
 
->>> COVARIATE_DETECTORS, ONLINE_DETECTORS, FEATURE_SPACES, CONCEPT_DETECTORS
-(('mmd', 'lsdd', 'ks'), ('mmd', 'lsdd'), ('penultimate', 'encoder'), ('adwin', 'page_hinkley'))
+>>> COVARIATE_DETECTORS, ONLINE_DETECTORS, CONCEPT_DETECTORS
+(('mmd', 'lsdd', 'ks'), ('mmd', 'lsdd'), ('adwin', 'page_hinkley'))
+>>> FEATURE_SPACES
+('penultimate', 'encoder', 'properties')
 """
 
 from __future__ import annotations
@@ -17,8 +19,12 @@ CovariateDetectorName = Literal["mmd", "lsdd", "ks"]
 OnlineDetectorName = Literal["mmd", "lsdd"]
 """Covariate tests with an online variant (:mod:`drift.online`)."""
 
-FeatureSpace = Literal["penultimate", "encoder"]
-"""Where covariate drift is tested (:mod:`drift.features`)."""
+FeatureSpace = Literal["penultimate", "encoder", "properties"]
+"""Where covariate drift is tested (:mod:`drift.features`, :mod:`drift.properties`)."""
+
+PROPERTIES_DETECTOR: CovariateDetectorName = "ks"
+"""The covariate test of the ``properties`` space, whatever ``drift_detector`` says: one KS test
+per property, Bonferroni over them, so each verdict names the properties that moved."""
 
 ConceptDetectorName = Literal["adwin", "page_hinkley"]
 """Detectors on the error stream (:mod:`drift.concept`)."""

@@ -34,6 +34,10 @@ ONLINE_NEEDS_METHOD = (
     + " or ".join(map(repr, ONLINE_DETECTORS))
     + ", not {name!r}"
 )
+ONLINE_NOT_FOR_PROPERTIES = (
+    "drift_mode 'online' is not available with drift_feature_space 'properties' (tested per "
+    "window with KS per property): use drift_mode 'window' or another feature space"
+)
 TOO_FEW_ONLINE_BOOTSTRAPS = (
     "drift_online_bootstraps={n} is too few for drift_online_ert={ert} and "
     "drift_online_window={window}: need at least {needed}, ideally 10 x the ERT"
@@ -278,7 +282,9 @@ class Settings(BaseSettings):
         "smallest p-value 1/(n+1) is a quarter of the most corrected threshold.",
     )
     drift_detector: CovariateDetectorName = Field(
-        default="mmd", description="Covariate-shift test: MMD, LSDD or KS with Bonferroni."
+        default="mmd",
+        description="Covariate-shift test: MMD, LSDD or KS with Bonferroni (the properties "
+        "feature space always tests with KS).",
     )
     drift_mode: Literal["window", "online"] = Field(
         default="window",
@@ -300,8 +306,9 @@ class Settings(BaseSettings):
     )
     drift_feature_space: FeatureSpace = Field(
         default="penultimate",
-        description="Features tested: the champion's penultimate layer, or a fixed seeded "
-        "untrained encoder that does not change with swaps.",
+        description="Features tested: the champion's penultimate layer, a fixed seeded "
+        "untrained encoder that does not change with swaps, or image properties (brightness, "
+        "contrast, sharpness, noise, saturation; KS per property, explained in the alert).",
     )
     drift_encoder_dim: int = Field(default=32, ge=2, description="Width of the untrained encoder.")
     drift_encoder_seed: int = Field(default=0, description="Seed of the untrained encoder.")
@@ -456,6 +463,8 @@ class Settings(BaseSettings):
     def _online_method_known(self) -> Settings:
         if self.drift_mode != "online":
             return self
+        if self.drift_feature_space == "properties":
+            raise RuleBroken(ONLINE_NOT_FOR_PROPERTIES, "drift_mode", "drift_feature_space")
         if self.drift_detector not in ONLINE_DETECTORS:
             raise RuleBroken(
                 ONLINE_NEEDS_METHOD.format(name=self.drift_detector), "drift_mode", "drift_detector"

@@ -18,6 +18,12 @@ The payload of an incident alert::
 names them all; ``group`` is the one group when there is exactly one, else null. The
 alert's message quotes the tests that fired (``group B p=0.0002 < 0.005``), not the overall
 p-value when only group tests crossed the threshold.
+
+In the ``properties`` feature space a covariate incident also says what changed in words
+(:func:`drift.properties.explain_properties`): the message ends with a sentence such as
+"group B's images are 30 % darker and 120 % noisier since window 12", and the payload's
+``explanation`` holds it with each property's medians, relative change and p-value (the
+latest window's, against the reference).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from drift.properties import PropertyExplanation
 from drift.result import DriftKind, DriftResult
 from service.alerts import records as alerts
 from service.store.schema import Alert
@@ -51,6 +58,7 @@ class WindowDrift:
     window: int
     result: DriftResult
     shifted_samples: list[str]
+    explanation: PropertyExplanation | None = None  # the properties space's covariate verdicts
 
 
 def open_incident(session: Session, stream_id: int, kind: str) -> Alert | None:
@@ -111,6 +119,16 @@ def where(groups: list[str]) -> str:
     return f"group{'s' if len(groups) > 1 else ''} {', '.join(groups)}"
 
 
+def images_of(groups: list[str]) -> str:
+    """Whose images an explanation speaks of: "group B's images", "the images of groups A, B"
+    or "the window's images"."""
+    if not groups:
+        return "the window's images"
+    if len(groups) == 1:
+        return f"group {groups[0]}'s images"
+    return f"the images of groups {', '.join(groups)}"
+
+
 def incident_title(kind: str, groups: list[str]) -> str:
     """The heading of an incident, naming every group that drifted in it."""
     return f"{kind} drift in {where(groups)}"
@@ -144,6 +162,20 @@ def drift_message(r: DriftResult, first: int, window: int, groups: list[str], n:
     )
 
 
+def _explained(message: str, drift: WindowDrift, first: int) -> str:
+    """``message`` with the explanation's sentence after it, when the verdict has one."""
+    if drift.explanation is None:
+        return message
+    subject = images_of(drift.result.drifted_groups)
+    return f"{message}: {drift.explanation.sentence(subject, since=first)}"
+
+
+def _explanation(drift: WindowDrift, first: int) -> dict[str, Any] | None:
+    if drift.explanation is None:
+        return None
+    return drift.explanation.to_dict(images_of(drift.result.drifted_groups), since=first)
+
+
 def _only(groups: list[str]) -> str | None:
     """The one group of an incident (null when it spans several or the whole window)."""
     return groups[0] if len(groups) == 1 else None
@@ -158,7 +190,9 @@ def _open(session: Session, drift: WindowDrift) -> Alert:
         kind=ALERT_KIND[r.kind],
         severity="warning",
         subject=f"{drift.stream_name} {r.kind} incident from window {drift.window}",
-        message=drift_message(r, drift.window, drift.window, groups, 1),
+        message=_explained(
+            drift_message(r, drift.window, drift.window, groups, 1), drift, drift.window
+        ),
         payload={
             "incident": {"windows": [drift.window], "open": True, "closed_by_window": None},
             "window": drift.window,
@@ -172,6 +206,7 @@ def _open(session: Session, drift: WindowDrift) -> Alert:
             "shifted_samples": drift.shifted_samples,
             "shifted_from": {"window": drift.window, "groups": groups},
             "windows": [_window_entry(drift)],
+            **({"explanation": _explanation(drift, drift.window)} if drift.explanation else {}),
         },
     )
 
@@ -195,9 +230,14 @@ def _extend(alert: Alert, drift: WindowDrift) -> None:
             shifted_samples=drift.shifted_samples,
             shifted_from={"window": drift.window, "groups": drift.result.drifted_groups},
         )
+    first = incident["windows"][0]
+    if drift.explanation is not None:
+        payload["explanation"] = _explanation(drift, first)
     alert.payload = payload
-    alert.message = drift_message(
-        drift.result, incident["windows"][0], drift.window, groups, len(incident["windows"])
+    alert.message = _explained(
+        drift_message(drift.result, first, drift.window, groups, len(incident["windows"])),
+        drift,
+        first,
     )
     log.info(
         "drift.%s incident extended to window %d",

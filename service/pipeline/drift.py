@@ -21,8 +21,9 @@ from drift.concept import concept_drift
 from drift.detectors import make_covariate_detector
 from drift.features import UntrainedEncoder
 from drift.label import label_shift
-from drift.names import OnlineDetectorName
+from drift.names import PROPERTIES_DETECTOR, OnlineDetectorName
 from drift.online import OnlineCovariateDetector
+from drift.properties import image_properties
 from drift.result import DriftResult
 from learners.models import to_float
 from service.config import Settings
@@ -179,13 +180,20 @@ def _build_online(settings: Settings, reference: np.ndarray) -> OnlineCovariateD
 def covariate_features(
     settings: Settings, inputs: WindowInputs, champion: Champion, reference: Reference
 ) -> CovariateFeatures:
-    """Reference and window in the configured feature space (the champion's outputs or the
-    untrained encoder's)."""
+    """Reference and window in the configured feature space (the champion's outputs, the
+    untrained encoder's, or the images' properties: :data:`drift.properties.PIXEL_PROPERTIES`,
+    as the original sizes are not stored)."""
     if settings.drift_feature_space == "penultimate":
         window = champion.outputs.features
         if window is None or reference.features is None:
             raise ValueError(NO_PENULTIMATE_FEATURES)
         return CovariateFeatures(reference.features, reference.holdout.groups, window)
+    if settings.drift_feature_space == "properties":
+        return CovariateFeatures(
+            image_properties(reference.holdout.x).values,
+            reference.holdout.groups,
+            image_properties(inputs.batch.x).values,
+        )
     encoder = untrained_encoder(
         settings.drift_encoder_dim, settings.drift_encoder_seed, inputs.batch.x.shape[1]
     )
@@ -213,8 +221,9 @@ def run_covariate_test(
 
         detector = online_detectors(service).get(inputs.stream.name, key, inputs.window.seq, build)
         return detector.test_window(features.window).result
+    properties = s.drift_feature_space == "properties"
     grouped = make_covariate_detector(
-        s.drift_detector,
+        PROPERTIES_DETECTOR if properties else s.drift_detector,
         features.reference,
         features.reference_groups.tolist(),
         p_value=s.drift_p_value,

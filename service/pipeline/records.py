@@ -6,6 +6,7 @@ from dataclasses import asdict
 
 import numpy as np
 
+from drift.properties import PIXEL_PROPERTIES, PropertyExplanation, explain_properties
 from drift.result import DriftResult
 from drift.witness import most_shifted
 from service.alerts import incidents
@@ -57,6 +58,26 @@ def shifted_samples(
     return [batch.sample_ids[i] for i in np.flatnonzero(mask)[:k]]
 
 
+def property_explanation(
+    r: DriftResult, inputs: WindowInputs, findings: DriftFindings
+) -> PropertyExplanation | None:
+    """In the ``properties`` feature space, what moved in a drifted covariate verdict: the
+    drifted groups' properties (the whole window's when none is named) against theirs in the
+    reference, each tested at the verdict's threshold; None otherwise."""
+    features = findings.covariate
+    if r.kind != "covariate" or r.feature_space != "properties" or not r.is_drift:
+        return None
+    if features is None:
+        return None
+    groups = r.drifted_groups
+    return explain_properties(
+        features.reference[_in_groups(features.reference_groups, groups)],
+        features.window[_in_groups(inputs.batch.groups, groups)],
+        names=PIXEL_PROPERTIES,
+        threshold=r.threshold,
+    )
+
+
 def record_drift(
     store: Store,
     inputs: WindowInputs,
@@ -92,6 +113,8 @@ def record_drift(
                 if r.is_drift
                 else []
             )
+            explanation = property_explanation(r, inputs, findings)
             incidents.record_window(
-                session, incidents.WindowDrift(stream.id, stream.name, window.seq, r, shifted)
+                session,
+                incidents.WindowDrift(stream.id, stream.name, window.seq, r, shifted, explanation),
             )

@@ -6,7 +6,7 @@ from drift.names import CONCEPT_DETECTORS, FEATURE_SPACES, ONLINE_DETECTORS, unk
 
 
 def test_the_lists_the_settings_check() -> None:
-    assert FEATURE_SPACES == ("penultimate", "encoder")
+    assert FEATURE_SPACES == ("penultimate", "encoder", "properties")
     assert ONLINE_DETECTORS == ("mmd", "lsdd")
     assert CONCEPT_NAMES_USED is CONCEPT_DETECTORS
 

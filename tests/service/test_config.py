@@ -8,6 +8,7 @@ from service.config import (
     BAD_CLASSES,
     JSON_FORMS,
     MASK,
+    ONLINE_NOT_FOR_PROPERTIES,
     SETTINGS_TABLE_HEAD,
     Settings,
     effective_settings,
@@ -90,6 +91,15 @@ def test_rules_over_several_settings_name_their_variables(monkeypatch) -> None:
         "LEARNSTREAM_STRATEGY, LEARNSTREAM_STRATEGY_PARAMS: unknown parameter 'memsize' for "
         "strategy 'replay'; allowed parameters: mem_size, group_balanced, reweigh_groups"
     )
+
+
+def test_the_properties_space_is_tested_per_window(monkeypatch) -> None:
+    message = _error(monkeypatch, DRIFT_FEATURE_SPACE="properties", DRIFT_MODE="online")
+    assert message == (
+        f"LEARNSTREAM_DRIFT_MODE, LEARNSTREAM_DRIFT_FEATURE_SPACE: {ONLINE_NOT_FOR_PROPERTIES}"
+    )
+    monkeypatch.setenv("LEARNSTREAM_DRIFT_MODE", "window")
+    assert load_settings().drift_feature_space == "properties"  # with the default detector
 
 
 def test_secrets_are_never_echoed_in_errors(monkeypatch) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from drift.result import DriftKind, DriftResult, GroupVerdict
@@ -176,3 +178,49 @@ def test_the_title_names_every_group_that_drifted_and_the_samples_say_where_from
         "covariate shift in groups A, B from window 1 "
         "(mmd: group B p=0.0002 < 0.005 in window 2) [2 windows]"
     )
+
+
+def test_a_properties_incident_says_what_changed_in_words(service) -> None:
+    from drift.properties import PropertyChange, PropertyExplanation
+
+    def explanation(darker: float) -> PropertyExplanation:
+        changes = (
+            PropertyChange("brightness", 0.5, 0.5 * (1 - darker), -darker, 1e-9, True),
+            PropertyChange("noise", 0.02, 0.044, 1.2, 1e-12, True),
+            PropertyChange("contrast", 0.2, 0.2, 0.0, 0.6, False),
+        )
+        return PropertyExplanation(changes, 0.005)
+
+    with service.store.session() as session:
+        stream = Stream(name="s", classes=[0, 1], channels=1, size=8)
+        session.add(stream)
+        session.flush()
+        stream_id = stream.id
+    for window, darker in ((12, 0.3), (13, 0.4)):
+        result = replace(_grouped({"B": 0.0002}), detector="ks", feature_space="properties")
+        with service.store.session() as session:
+            record_window(
+                session, WindowDrift(stream_id, "s", window, result, [], explanation(darker))
+            )
+            if window == 12:
+                (alert,) = session.scalars(select(Alert)).all()
+                assert alert.message == (
+                    "covariate shift in group B from window 12 (ks: group B p=0.0002 < 0.005): "
+                    "group B's images are 30 % darker and 120 % noisier since window 12"
+                )
+    with service.store.session() as session:
+        (alert,) = session.scalars(select(Alert)).all()
+    assert alert.message.endswith(
+        "[2 windows]: group B's images are 40 % darker and 120 % noisier since window 12"
+    )
+    explained = alert.payload["explanation"]
+    assert explained["sentence"] == (
+        "group B's images are 40 % darker and 120 % noisier since window 12"
+    )
+    assert explained["properties"]["brightness"]["relative_change"] == pytest.approx(-0.4)
+    assert explained["properties"]["contrast"]["drift"] is False
+
+
+def test_other_feature_spaces_carry_no_explanation(service) -> None:
+    alert = _alert_after(service, [_grouped({"B": 0.0002})])
+    assert "explanation" not in alert.payload
