@@ -335,14 +335,15 @@ class Settings(BaseSettings):
         default=0.01,
         gt=0.0,
         lt=1.0,
-        description="Level of the one-sided binomial test that a group's flagged share is "
-        "beyond its expected rate (Bonferroni over the groups screened).",
+        description="Level of the one-sided test (Fisher's exact) that a group's flagged share "
+        "is beyond its running rate (Bonferroni over the groups screened).",
     )
-    label_screen_min_rate: float = Field(
+    label_screen_margin: float = Field(
         default=0.02,
         ge=0.0,
         lt=1.0,
-        description="Lowest running rate of flagged labels a group is tested against.",
+        description="How far a group's flagged share must exceed its running rate, beyond "
+        "chance, to be suspect.",
     )
 
     # Gate

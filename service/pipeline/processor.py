@@ -44,7 +44,7 @@ from service.pipeline.screen import (
     NOT_SCREENED_DRIFT,
     NOT_SCREENED_NEW_ERA,
     Screen,
-    expected_rates,
+    reference_flags,
     screen_labels,
 )
 from service.pipeline.timing import Stopwatch
@@ -229,15 +229,14 @@ def _screen(
         champion.outputs.probabilities,
         batch.groups,
         skip=skip,
-        expected=expected_rates(
+        reference=reference_flags(
             reference.holdout.y,
             reference.probabilities,
             reference.holdout.groups,
-            s.label_screen_min_rate,
             min_n=s.min_drift_group_size,
         ),
         alpha=s.label_screen_alpha,
-        min_rate=s.label_screen_min_rate,
+        margin=s.label_screen_margin,
         min_group_size=s.min_drift_group_size,
     )
     flags = flags_from(batch.row_ids, screen.quarantined, batch.y, screen.believed, screen.scores)

@@ -6,9 +6,10 @@ flags the champion's own confident mistakes, so flags alone would quarantine the
 examples a model should learn from. A group's flags are therefore quarantined only when
 its flagged share is beyond the stream's running rate for that group: the share cleanlab
 flags, under the same champion, among the group's samples in the drift reference (held-out
-samples of the latest windows, quarantine left out; add-one smoothed, at least
-``min_rate``), by a one-sided binomial test Bonferroni-corrected over the groups screened.
-Such a group is *suspect* (a ``labels.suspect`` incident).
+samples of the latest windows, quarantine left out). Fisher's exact test compares the two
+shares (one-sided, Bonferroni-corrected over the groups screened: the reference is a sample
+too), and the window's must be higher by more than a margin. Such a group is *suspect* (a
+``labels.suspect`` incident).
 
 The champion's probabilities only speak for inputs it knows, so a group is not screened
 when its inputs drifted in this window or its era (its latest shift) began after the last
@@ -22,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.stats import binomtest
+from scipy.stats import fisher_exact
 
 from learners.label_quality import find_label_issues
 
@@ -34,13 +35,14 @@ NOT_SCREENED_NO_REFERENCE = "fewer than {n} reference samples to learn its usual
 
 @dataclass(frozen=True)
 class GroupScreen:
-    """One group's screen: flagged of n, the share expected of clean labels, the test."""
+    """One group's screen: flagged of n, its reference's flagged share, the test."""
 
     n: int
     flagged: int = 0
-    expected: float | None = None
+    expected: float | None = None  # the flagged share of its reference samples
     p_value: float | None = None
     suspect: bool = False
+    reference: list[int] | None = None  # [flagged, n] among its reference samples
     skipped: str | None = None  # why the group was not screened
 
 
@@ -69,26 +71,19 @@ class Screen:
         }
 
 
-def expected_rates(
-    labels: np.ndarray,
-    probabilities: np.ndarray,
-    groups: np.ndarray,
-    min_rate: float,
-    min_n: int,
-) -> dict[str, float]:
-    """The flagged share expected of each group's labels: cleanlab's flags, under the same
-    champion, on the group's reference samples (add-one smoothed), at least ``min_rate``;
-    only groups with at least ``min_n`` reference samples."""
+def reference_flags(
+    labels: np.ndarray, probabilities: np.ndarray, groups: np.ndarray, min_n: int
+) -> dict[str, tuple[int, int]]:
+    """Each group's running rate: cleanlab's flags, under the same champion, among its
+    reference samples, as (flagged, n); only groups with at least ``min_n`` of them."""
     names = np.asarray([str(g) for g in groups])
     flagged = find_label_issues(np.asarray(labels), np.asarray(probabilities)).flagged
-    rates = {}
+    counts = {}
     for group in sorted(set(names.tolist())):
         members = names == group
         if members.sum() >= min_n:
-            rates[group] = max(
-                min_rate, (float(flagged[members].sum()) + 1.0) / (members.sum() + 2)
-            )
-    return rates
+            counts[group] = (int(flagged[members].sum()), int(members.sum()))
+    return counts
 
 
 def screen_labels(
@@ -97,15 +92,18 @@ def screen_labels(
     groups: np.ndarray,
     *,
     skip: Mapping[str, str],
-    expected: Mapping[str, float],
+    reference: Mapping[str, tuple[int, int]],
     alpha: float,
-    min_rate: float,
+    margin: float,
     min_group_size: int,
 ) -> Screen:
     """Screen a window's ``labels`` under the champion's out-of-sample ``probabilities``.
 
-    ``skip`` names groups not to screen, with the reason; ``expected`` is each group's
-    running flagged share (:func:`expected_rates`): a group it lacks is not screened.
+    ``skip`` names groups not to screen, with the reason; ``reference`` is each group's
+    running rate as (flagged, n) (:func:`reference_flags`): a group it lacks is not
+    screened. A group is suspect when Fisher's exact test finds its flagged share higher
+    than its reference's (one-sided, at ``alpha`` over the groups screened) and higher by
+    more than ``margin``: both counts are samples, so a small reference asks for more.
     """
     names = np.asarray([str(g) for g in groups])
     n = len(labels)
@@ -122,7 +120,7 @@ def screen_labels(
             verdicts[group] = GroupScreen(
                 members, skipped=NOT_SCREENED_FEW.format(n=min_group_size)
             )
-        elif group not in expected:
+        elif group not in reference:
             why = NOT_SCREENED_NO_REFERENCE.format(n=min_group_size)
             verdicts[group] = GroupScreen(members, skipped=why)
         else:
@@ -137,10 +135,11 @@ def screen_labels(
     for group in screened:
         members = names == group
         k, m = int(candidates[members].sum()), int(members.sum())
-        rate = max(min_rate, expected[group])
-        p_value = float(binomtest(k, m, rate, alternative="greater").pvalue)
-        suspect = p_value < threshold
+        k0, n0 = reference[group]
+        table = [[k, m - k], [k0, n0 - k0]]
+        p_value = float(fisher_exact(table, alternative="greater").pvalue)
+        suspect = p_value < threshold and k / m - k0 / n0 > margin
         if suspect:
             quarantined |= members & candidates
-        verdicts[group] = GroupScreen(m, k, round(rate, 4), p_value, suspect)
+        verdicts[group] = GroupScreen(m, k, round(k0 / n0, 4), p_value, suspect, [k0, n0])
     return Screen(verdicts, threshold, quarantined, scores, believed, candidates)

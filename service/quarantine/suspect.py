@@ -88,8 +88,8 @@ def record_screen(
                     subject=subject,
                     message=(
                         f"window {window}: {verdict.flagged} of group {group}'s {verdict.n} "
-                        f"labels look wrong ({share:.0%}, expected at most {verdict.expected:.0%}"
-                        f" of clean labels, p={verdict.p_value:.2g} < {screen.threshold:.2g}); "
+                        f"labels look wrong ({share:.0%}, against {verdict.expected:.0%} of its "
+                        f"reference samples, p={verdict.p_value:.2g} < {screen.threshold:.2g}); "
                         f"{entry['quarantined']} quarantined (learnstream quarantine list)"
                     ),
                     payload={

@@ -73,7 +73,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "min_drift_group_size",
         "incident_samples",
     ),
-    "labels": ("label_screen", "label_screen_alpha", "label_screen_min_rate"),
+    "labels": ("label_screen", "label_screen_alpha", "label_screen_margin"),
 }
 STREAM_FIELDS: frozenset[str] = frozenset(name for names in SECTIONS.values() for name in names)
 

@@ -10,13 +10,13 @@ import pytest
 from service.pipeline.screen import (
     NOT_SCREENED_DRIFT,
     NOT_SCREENED_FEW,
-    expected_rates,
+    reference_flags,
     screen_labels,
 )
 
 K = 5  # classes
 ALPHA = 0.01
-EXPECTED = 6 / 102  # the share cleanlab flags among each group's reference samples
+REFERENCE = (12, 200)  # (flagged, n) cleanlab flags among each group's reference samples
 
 
 def _window(
@@ -43,9 +43,9 @@ def _window(
 def _screen(labels, probabilities, groups, **overrides):  # type: ignore[no-untyped-def]
     arguments = {
         "skip": {},
-        "expected": {"A": EXPECTED, "B": EXPECTED, "C": EXPECTED},
+        "reference": {"A": REFERENCE, "B": REFERENCE, "C": REFERENCE},
         "alpha": ALPHA,
-        "min_rate": 0.02,
+        "margin": 0.02,
         "min_group_size": 15,
         **overrides,
     }
@@ -67,7 +67,8 @@ def test_a_group_with_swapped_labels_is_suspect_and_its_wrong_labels_held() -> N
     assert screen.suspect_groups == ["B"]
     assert b.suspect and b.p_value is not None and b.p_value < screen.threshold * 1e-10
     assert not a.suspect and a.p_value is not None and a.p_value > screen.threshold * 10
-    assert a.expected == b.expected == pytest.approx(EXPECTED, abs=1e-4)
+    assert a.expected == b.expected == pytest.approx(12 / 200, abs=1e-4)
+    assert a.reference == b.reference == [12, 200]
     assert not screen.quarantined[groups == "A"].any()  # A's flags are the champion's errors
     assert screen.candidates[groups == "A"].sum() == a.flagged
     assert caught > 0.7 and precision > 0.9
@@ -103,21 +104,34 @@ def test_a_group_below_the_minimum_size_is_skipped() -> None:
     assert screen.threshold == pytest.approx(ALPHA / 2)  # A and B screened, not C
 
 
-def test_expected_rates_are_the_reference_flags_smoothed_with_a_floor() -> None:
+def test_the_running_rate_is_the_reference_flags_and_a_small_reference_asks_for_more() -> None:
     # A clean reference: cleanlab flags only the champion's confident mistakes there.
     labels, probabilities, groups, _ = _window({"A": 300, "B": 300, "C": 10}, {}, seed=3)
-    rates = expected_rates(labels, probabilities, groups, min_rate=0.02, min_n=15)
-    print(f"\nexpected rates on a clean reference: {rates}")
-    assert set(rates) == {"A", "B"}  # C has too few reference samples to say
-    assert all(0.02 <= r < 0.1 for r in rates.values())
-    assert expected_rates(labels, probabilities, groups, min_rate=0.5, min_n=15) == {
-        "A": 0.5,
-        "B": 0.5,
-    }
+    counts = reference_flags(labels, probabilities, groups, min_n=15)
+    print(f"\nreference flags (flagged, n) on a clean reference: {counts}")
+    assert set(counts) == {"A", "B"}  # C has too few reference samples to say
+    assert all(n == 300 and k / n < 0.1 for k, n in counts.values())
+    # 14 of 128 flagged against 1 of 76 in the reference: not beyond chance at 0.005.
+    window, proba, names, _ = _window({"B": 128}, {"B": 0.07}, seed=5)
+    flags = reference_flags(window, proba, names, min_n=15)["B"][0]
+    small = _screen(window, proba, names, reference={"B": (1, 76)}, alpha=0.005)
+    large = _screen(window, proba, names, reference={"B": (4, 300)}, alpha=0.005)
+    print(f"B {flags}/128: against 1/76 p={small.groups['B'].p_value:.3g}, "
+          f"against 4/300 p={large.groups['B'].p_value:.3g}")  # fmt: skip
+    assert small.groups["B"].p_value > large.groups["B"].p_value
     # A group the reference cannot speak for is not screened, whatever its flags.
     window, proba, names, _ = _window({"A": 200, "B": 200}, {"B": 0.4}, seed=4)
-    screen = _screen(window, proba, names, expected={"A": rates["A"]})
+    screen = _screen(window, proba, names, reference={"A": counts["A"]})
     assert screen.groups["B"].skipped == (
         "fewer than 15 reference samples to learn its usual rate from"
     )
     assert not screen.quarantined[names == "B"].any()
+
+
+def test_a_rise_within_the_margin_is_not_suspect() -> None:
+    labels, probabilities, groups, _ = _window({"A": 4000}, {"A": 0.03}, seed=6)
+    tight = _screen(labels, probabilities, groups, reference={"A": (200, 4000)}, margin=0.0)
+    loose = _screen(labels, probabilities, groups, reference={"A": (200, 4000)}, margin=0.05)
+    a = tight.groups["A"]
+    print(f"\nA {a.flagged}/{a.n} against 200/4000: p={a.p_value:.3g}")
+    assert a.suspect and not loose.groups["A"].suspect

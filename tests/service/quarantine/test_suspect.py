@@ -52,8 +52,8 @@ def test_an_incident_opens_extends_skips_and_closes(service: Service) -> None:
     assert incident["id"] == opened and incident["subject"] == suspect_subject("s", "B")
     assert incident["subject"] == "s labels of group B"
     assert incident["message"] == (
-        "window 3: 40 of group B's 100 labels look wrong (40%, expected at most 6% of clean "
-        "labels, p=1e-20 < 0.005); 12 quarantined (learnstream quarantine list)"
+        "window 3: 40 of group B's 100 labels look wrong (40%, against 6% of its reference "
+        "samples, p=1e-20 < 0.005); 12 quarantined (learnstream quarantine list)"
     )
     assert incident["incident"] == {"windows": [3], "open": True, "closed_by_window": None}
     assert incident["group"] == "B" and incident["groups"] == ["B"]

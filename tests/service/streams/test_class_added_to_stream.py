@@ -50,7 +50,10 @@ def test_an_added_class_grows_the_head_and_is_reported_apart(sqlite_service: Ser
     grown = service.registry.load("grow", after_add[0].version)
     assert grown.manifest["arch"]["n_classes"] == 10
     assert grown.model.head.out_features == 10
-    report = after_add[0].gate_report or {}
+    # The first candidate whose gate holdout held a 9 (a window's few nines may all train).
+    report = next(
+        r.gate_report for r in after_add if "9" in ((r.gate_report or {}).get("new_classes") or {})
+    )
     new = report["new_classes"]["9"]
     print(f"new class 9 on the gate's holdout: {new}; gate reasons {report['reasons']}")
     assert new["n"] > 0 and 0.0 <= new["candidate_accuracy"] <= 1.0
