@@ -68,11 +68,14 @@ def process_window_task(stream: str) -> list[dict[str, Any]]:
 
 
 @app.task(name="learnstream.predict", acks_late=True, **RETRY)
-def predict_task(stream: str | None = None, images: Any = None) -> dict[str, Any]:
-    """Predict with the stream's current champion (default: the setting ``default_stream``)."""
+def predict_task(
+    stream: str | None = None, images: Any = None, ids: Any = None, groups: Any = None
+) -> dict[str, Any]:
+    """Predict with the stream's current champion (default: the setting ``default_stream``);
+    ``ids`` and ``groups`` (optional, one per image) name the images kept as traffic."""
     service = get_service()
     name = stream if stream is not None else service.settings.default_stream
-    return predict_images(service, name, images)
+    return predict_images(service, name, images, ids=ids, groups=groups)
 
 
 @worker_process_init.connect

@@ -115,6 +115,14 @@ class IngestResponse(BaseModel):
 class PredictRequest(_Request):
     stream: StreamName | None = Field(default=None, description=DEFAULT_STREAM_NOTE)
     images: list[str] = Field(min_length=1, description="Base64 of PNG, JPEG or .npy bytes.")
+    ids: list[str] | None = Field(
+        default=None,
+        description="Optional, one per image, distinct: the image's id in the stream's traffic; "
+        "a labelled sample sent later with the same id is joined to what was served.",
+    )
+    groups: list[str] | None = Field(
+        default=None, description="Optional, one per image: the image's group in the traffic."
+    )
 
 
 class Prediction(BaseModel):

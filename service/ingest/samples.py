@@ -185,7 +185,9 @@ def _decode_base64(value: Any, max_bytes: int) -> bytes:
     return data
 
 
-def _check_text(name: str, value: Any, max_length: int) -> str:
+def check_text(name: str, value: Any, max_length: int) -> str:
+    """``value`` as a caller's text field (an id, a group): a non-empty string of at most
+    ``max_length`` characters that a database can store; raises :class:`InvalidSample`."""
     if not isinstance(value, str) or not value.strip():
         raise InvalidSample(f"{name}: must be a non-empty string")
     if len(value) > max_length:
@@ -233,7 +235,7 @@ def prepare_sample(
     data = _decode_base64(raw["image"], s.max_image_bytes)
     image = convert_channels(decode(data, max_pixels=s.max_image_pixels), channels)
     label = resolve_label(raw["label"], classes)
-    group = _check_text("group", raw["group"], s.max_group_length)
+    group = check_text("group", raw["group"], s.max_group_length)
     meta = raw.get("meta")
     if meta is not None:
         meta = _check_meta(meta, s.max_meta_bytes)
@@ -243,7 +245,7 @@ def prepare_sample(
         key = f"{stream}\0{digest}\0{label}\0{group}".encode()
         sample_id = hashlib.sha256(key).hexdigest()
     else:
-        sample_id = _check_text("id", sample_id, s.max_id_length)
+        sample_id = check_text("id", sample_id, s.max_id_length)
     return PreparedSample(
         index=index,
         sample_id=sample_id,

@@ -745,3 +745,31 @@ def test_predict_names_the_classes_beside_the_scores(tmp_path: Path) -> None:
     assert set(prediction) == {"label", "scores"}
     assert prediction["label"] in names and len(prediction["scores"]) == len(names)
     service.close()
+
+
+def test_predict_takes_optional_ids_and_groups_and_names_a_bad_one(tmp_path: Path) -> None:
+    from service.store.schema import Traffic
+
+    service = make_service(tmp_path)
+    version = write_version(service, "s", seed=1)
+    images = [png_base64(0), png_base64(1)]
+    with TestClient(create_app(service)) as client:
+        client.post(
+            f"/v1/models/{version}/promote", json={"stream": "s", "reason": "r"}, headers=AUTH
+        )
+        old = client.post("/v1/predict", json={"stream": "s", "images": images})
+        new = client.post(
+            "/v1/predict",
+            json={"stream": "s", "images": images, "ids": ["u-1", "u-2"], "groups": ["A", "B"]},
+        )
+        short = client.post("/v1/predict", json={"stream": "s", "images": images, "ids": ["u"]})
+        typed = client.post("/v1/predict", json={"stream": "s", "images": images, "groups": [1, 2]})
+    assert old.status_code == new.status_code == 200, (old.text, new.text)
+    assert old.json() == new.json()
+    assert short.status_code == 422
+    assert short.json()["detail"] == "ids: 1 given for 2 images (one per image)"
+    assert typed.status_code == 422 and "body.groups.0" in typed.text
+    with service.store.session() as session:
+        kept = session.execute(select(Traffic.traffic_id, Traffic.group).order_by(Traffic.id))
+        assert [tuple(r) for r in kept][-2:] == [("u-1", "A"), ("u-2", "B")]
+    service.close()
