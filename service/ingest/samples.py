@@ -48,6 +48,7 @@ from service.store.schema import (
 from service.store.streams import StreamGone, lock_kept_stream
 from service.streams.catalog import insert_stream
 from service.streams.configuration import settings_for
+from service.traffic.join import Labelled, join_labels
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ class IngestResult:
     conflicts: list[dict[str, Any]] = field(default_factory=list)
     closed_windows: list[int] = field(default_factory=list)
     created: dict[str, Any] | None = None  # the stream's settings when this call created it
+    joined: int = 0  # traffic rows (earlier predictions) this call's labels were joined to
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -395,6 +397,12 @@ def commit_samples(
             # A folder store has the files on disk (fsynced) before the rows commit.
             store.images.put({p.content_digest: p.pixels for p in stored})
             insert_samples(session, rows)
+            # A label for an earlier prediction: joined to what was served, in this transaction.
+            result.joined = join_labels(
+                session,
+                stream_id,
+                (Labelled(p.sample_id, p.content_digest, p.label, p.group) for p in stored),
+            )
             session.execute(
                 update(Stream)
                 .where(Stream.id == stream_id)

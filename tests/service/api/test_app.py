@@ -28,6 +28,16 @@ TOKEN = "s3cret-operator-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ARCH = {"n_classes": 10, "in_channels": 1, "input_size": 28}
 
+NO_TRAFFIC = {
+    "traffic": 0,
+    "traffic_windows": {"open": 0, "closed": 0},
+    "labelled": 0,
+    "accuracy": None,
+    "by_group": {},
+    "by_version": {},
+    "label_delay_s": {"count": 0, "p50": None, "p90": None, "max": None},
+}
+
 
 def png_base64(seed: int, size: int = 28) -> str:
     """A real PNG of seeded random uint8 pixels."""
@@ -221,6 +231,7 @@ def test_status_shape(client: TestClient, service: Service) -> None:
                 "champion": None,
                 "adaptation": None,
                 "quarantined": {"samples": 0, "windows": 0},
+                "served": NO_TRAFFIC,
             }
         }
     }
