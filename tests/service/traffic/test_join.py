@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import numpy as np
 from helpers import digit_samples, seeded_champion
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from service.context import Service
 from service.ingest.samples import ingest
@@ -27,11 +27,7 @@ def _age(service: Service, seconds: dict[str, float]) -> None:
         for traffic_id, back in seconds.items():
             row = session.scalar(select(Traffic).where(Traffic.traffic_id == traffic_id))
             assert row is not None
-            session.execute(
-                update(Traffic)
-                .where(Traffic.id == row.id)
-                .values(received_at=row.received_at - timedelta(seconds=back))
-            )
+            row.received_at = row.received_at - timedelta(seconds=back)
 
 
 def test_a_late_label_joins_its_prediction_and_served_accuracy_counts_it(service) -> None:
