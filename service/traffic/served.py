@@ -46,20 +46,23 @@ class LabelDelay:
     p50: float | None
     p90: float | None
     max: float | None
+    total: float = 0.0  # seconds summed (the metrics' summary)
 
     @classmethod
     def of(cls, seconds: list[float]) -> LabelDelay:
         """
         >>> LabelDelay.of([1.0, 2.0, 3.0, 10.0])
-        LabelDelay(count=4, p50=2.5, p90=7.9, max=10.0)
+        LabelDelay(count=4, p50=2.5, p90=7.9, max=10.0, total=16.0)
         >>> LabelDelay.of([])
-        LabelDelay(count=0, p50=None, p90=None, max=None)
+        LabelDelay(count=0, p50=None, p90=None, max=None, total=0.0)
         """
         if not seconds:
             return cls(0, None, None, None)
         values = np.asarray(seconds, dtype=np.float64)
         p50, p90 = (round(float(np.percentile(values, q)), 3) for q in (50, 90))
-        return cls(len(seconds), p50, p90, round(float(values.max()), 3))
+        return cls(
+            len(seconds), p50, p90, round(float(values.max()), 3), round(float(values.sum()), 3)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {"count": self.count, "p50": self.p50, "p90": self.p90, "max": self.max}
