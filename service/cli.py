@@ -482,6 +482,32 @@ def _print_submission(stream: str, submission: Submission) -> None:
         typer.echo(f"  and {len(submission.conflicts) - SUBMIT_LISTED} more conflicts", err=True)
 
 
+def served_line(served: dict[str, Any]) -> str:
+    """One line of a stream's served accuracy (``status``'s ``served``).
+
+    >>> served_line({"traffic": 9, "labelled": 0, "accuracy": None, "by_group": {},
+    ...     "label_delay_s": {"count": 0, "p50": None, "p90": None, "max": None}})
+    'traffic 9 kept; served accuracy: no late label yet'
+    >>> line = served_line({"traffic": 9, "labelled": 4, "accuracy": 0.75,
+    ...     "by_group": {"A": {"n": 2, "accuracy": 1.0}, "B": {"n": 2, "accuracy": 0.5}},
+    ...     "label_delay_s": {"count": 4, "p50": 30.0, "p90": 95.5, "max": 120.0}})
+    >>> for part in line.split("; "):
+    ...     print(part)
+    traffic 9 kept
+    served accuracy 0.75 on 4 labelled (A 1, B 0.5)
+    label delay p50 30.0 s, p90 95.5 s, max 120.0 s
+    """
+    head = f"traffic {served['traffic']} kept; served accuracy"
+    if not served["labelled"]:
+        return head + ": no late label yet"
+    groups = ", ".join(f"{g} {t['accuracy']:.3g}" for g, t in served["by_group"].items() if t["n"])
+    d = served["label_delay_s"]
+    return (
+        f"{head} {served['accuracy']:.3g} on {served['labelled']} labelled ({groups}); "
+        f"label delay p50 {d['p50']} s, p90 {d['p90']} s, max {d['max']} s"
+    )
+
+
 @cli.command()
 def status(json_out: JsonOption = False) -> None:
     """Samples, rejections, windows and the champion of every stream."""
@@ -510,6 +536,9 @@ def status(json_out: JsonOption = False) -> None:
             typer.echo(
                 f"  adapting since window {a['opened']} ({a['windows']} windows): {progress}"
             )
+        served = s["served"]
+        if served["traffic"] or served["labelled"]:
+            typer.echo(f"  {served_line(served)}")
 
 
 cli.add_typer(streams_cli, name="streams")

@@ -193,6 +193,36 @@ class Settings(BaseSettings):
         description="Samples a stream keeps at most; the sweep deletes the oldest beyond it. "
         "Unset: unbounded.",
     )
+    traffic_capture: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of predicted images kept as unlabelled traffic, with the prediction "
+        "and the version that served it (chosen by a hash of each image's id: an id is always "
+        "kept or never); 0: none.",
+    )
+    traffic_window_size: int = Field(
+        default=256,
+        ge=1,
+        description="Traffic rows (predicted images kept) that close a traffic window.",
+    )
+    traffic_window_max_age: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Seconds after which an open traffic window closes anyway.",
+    )
+    traffic_max_rows: int = Field(
+        default=50_000,
+        ge=1,
+        description="Traffic rows a stream keeps at most (their pixels live in the rows); the "
+        "sweep deletes the oldest beyond it.",
+    )
+    traffic_retention: float = Field(
+        default=604_800.0,
+        gt=0,
+        description="Seconds a traffic row is kept (by its prediction's time); the sweep "
+        "deletes older ones, joined labels with them.",
+    )
     holdout_fraction: float = Field(
         default=0.3,
         gt=0.0,

@@ -317,3 +317,28 @@ def hold_by_hand(
             select(Window.id).where(Window.stream_id == record.id, Window.seq == window)
         )
         return hold_samples(session, record.id, window_id, flags, reason)
+
+
+def seeded_champion(service: Service, stream: str = "s", seed: int = 1) -> int:
+    """Stream ``stream`` (created with the defaults) served by an untrained, seeded small CNN
+    promoted as its champion: predictions without any training; the version's number."""
+    from learners.models import build_model
+    from learners.strategy_state import StrategyState
+    from service.ingest.samples import get_or_create_stream
+
+    record = get_or_create_stream(service.store, stream, service.settings).stream
+    arch = {"n_classes": len(record.classes), "in_channels": record.channels}
+    arch["input_size"] = record.size
+    state = StrategyState("naive", 1, {}, {"experiences_seen": 1, "buffer_ids": []})
+    version = service.registry.create_version(
+        record,
+        build_model(seed=seed, **arch),
+        state,
+        parent=None,
+        strategy="naive",
+        params={},
+        windows=[],
+        arch=arch,
+    )
+    service.registry.promote(record.id, version, by="test", reason="a seeded champion")
+    return version

@@ -16,6 +16,7 @@ from service.models.serving import predict_images, preload_announced_champions
 from service.pipeline.processor import process_pending
 from service.samples.retention import apply_retention
 from service.samples.retrain import retrain_without_deleted
+from service.traffic.sweep import sweep_traffic
 from workers.app import app, queue_windows
 
 log = logging.getLogger(__name__)
@@ -46,13 +47,19 @@ def ingest_task(stream: Any = None, samples: Any = None, **unknown: Any) -> dict
 @app.task(name="learnstream.sweep", acks_late=True, **RETRY)
 def sweep_task() -> dict[str, Any]:
     """Close windows that grew too old and apply each stream's retention (run periodically by
-    the beat of one worker); the windows closed and the deletions made, by stream."""
+    the beat of one worker); the windows closed and the deletions made, by stream, and the
+    traffic's (traffic windows closed by age, traffic rows beyond their bounds)."""
     service = get_service()
     closed = close_aged_windows(service.store, service.settings)
     for stream, window_ids in closed.items():
         queue_windows(stream, window_ids)
     deleted = apply_retention(service)
-    return {"closed": closed, "deleted": {s: r.to_dict() for s, r in deleted.items()}}
+    traffic = sweep_traffic(service.store, service.settings)
+    return {
+        "closed": closed,
+        "deleted": {s: r.to_dict() for s, r in deleted.items()},
+        "traffic": traffic,
+    }
 
 
 @app.task(name="learnstream.retrain", **RETRY)
@@ -68,11 +75,14 @@ def process_window_task(stream: str) -> list[dict[str, Any]]:
 
 
 @app.task(name="learnstream.predict", acks_late=True, **RETRY)
-def predict_task(stream: str | None = None, images: Any = None) -> dict[str, Any]:
-    """Predict with the stream's current champion (default: the setting ``default_stream``)."""
+def predict_task(
+    stream: str | None = None, images: Any = None, ids: Any = None, groups: Any = None
+) -> dict[str, Any]:
+    """Predict with the stream's current champion (default: the setting ``default_stream``);
+    ``ids`` and ``groups`` (optional, one per image) name the images kept as traffic."""
     service = get_service()
     name = stream if stream is not None else service.settings.default_stream
-    return predict_images(service, name, images)
+    return predict_images(service, name, images, ids=ids, groups=groups)
 
 
 @worker_process_init.connect

@@ -454,10 +454,12 @@ def delete_samples_route(
     responses=_errors(404),
 )
 def post_predict(body: PredictRequest, service: ServiceDep) -> dict[str, Any]:
-    """Labels and class scores of base64 images under the stream's current champion."""
+    """Labels and class scores of base64 images under the stream's current champion;
+    optional ``ids`` and ``groups`` (one per image) name them in the stream's traffic."""
     from service.models.serving import predict_images
 
-    return predict_images(service, body_stream(service, body.stream), body.images)
+    stream = body_stream(service, body.stream)
+    return predict_images(service, stream, body.images, ids=body.ids, groups=body.groups)
 
 
 @router.get(

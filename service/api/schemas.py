@@ -115,6 +115,14 @@ class IngestResponse(BaseModel):
 class PredictRequest(_Request):
     stream: StreamName | None = Field(default=None, description=DEFAULT_STREAM_NOTE)
     images: list[str] = Field(min_length=1, description="Base64 of PNG, JPEG or .npy bytes.")
+    ids: list[str] | None = Field(
+        default=None,
+        description="Optional, one per image, distinct: the image's id in the stream's traffic; "
+        "a labelled sample sent later with the same id is joined to what was served.",
+    )
+    groups: list[str] | None = Field(
+        default=None, description="Optional, one per image: the image's group in the traffic."
+    )
 
 
 class Prediction(BaseModel):
@@ -155,6 +163,30 @@ class AdaptationOut(BaseModel):
     behind_alerted: bool = Field(description="Whether fairness.gap was raised for it.")
 
 
+class ServedTally(BaseModel):
+    n: int = Field(description="Predictions joined to a late label.")
+    accuracy: float | None = Field(description="Share of them served the right class.")
+
+
+class LabelDelayOut(BaseModel):
+    count: int
+    p50: float | None = Field(description="Median seconds from prediction to label.")
+    p90: float | None = Field(description="90th percentile (linear interpolation).")
+    max: float | None
+
+
+class ServedOut(BaseModel):
+    """The accuracy of what production was served, from late labels joined to the traffic."""
+
+    traffic: int = Field(description="Predicted images kept as traffic.")
+    traffic_windows: dict[str, int] = Field(description="Traffic windows: open, closed.")
+    labelled: int = Field(description="Traffic rows joined to a label.")
+    accuracy: float | None = Field(description="Served accuracy over them; null: none.")
+    by_group: dict[str, ServedTally]
+    by_version: dict[str, ServedTally] = Field(description="By the version that served.")
+    label_delay_s: LabelDelayOut
+
+
 class StreamStatus(BaseModel):
     samples: int
     rejected: int
@@ -167,6 +199,7 @@ class StreamStatus(BaseModel):
     quarantined: dict[str, int] = Field(
         description="Held in quarantine: samples (likely wrong labels) and windows."
     )
+    served: ServedOut
 
 
 class StatusResponse(BaseModel):

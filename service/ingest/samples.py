@@ -48,6 +48,7 @@ from service.store.schema import (
 from service.store.streams import StreamGone, lock_kept_stream
 from service.streams.catalog import insert_stream
 from service.streams.configuration import settings_for
+from service.traffic.join import Labelled, join_labels
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ class IngestResult:
     conflicts: list[dict[str, Any]] = field(default_factory=list)
     closed_windows: list[int] = field(default_factory=list)
     created: dict[str, Any] | None = None  # the stream's settings when this call created it
+    joined: int = 0  # traffic rows (earlier predictions) this call's labels were joined to
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -185,7 +187,9 @@ def _decode_base64(value: Any, max_bytes: int) -> bytes:
     return data
 
 
-def _check_text(name: str, value: Any, max_length: int) -> str:
+def check_text(name: str, value: Any, max_length: int) -> str:
+    """``value`` as a caller's text field (an id, a group): a non-empty string of at most
+    ``max_length`` characters that a database can store; raises :class:`InvalidSample`."""
     if not isinstance(value, str) or not value.strip():
         raise InvalidSample(f"{name}: must be a non-empty string")
     if len(value) > max_length:
@@ -233,7 +237,7 @@ def prepare_sample(
     data = _decode_base64(raw["image"], s.max_image_bytes)
     image = convert_channels(decode(data, max_pixels=s.max_image_pixels), channels)
     label = resolve_label(raw["label"], classes)
-    group = _check_text("group", raw["group"], s.max_group_length)
+    group = check_text("group", raw["group"], s.max_group_length)
     meta = raw.get("meta")
     if meta is not None:
         meta = _check_meta(meta, s.max_meta_bytes)
@@ -243,7 +247,7 @@ def prepare_sample(
         key = f"{stream}\0{digest}\0{label}\0{group}".encode()
         sample_id = hashlib.sha256(key).hexdigest()
     else:
-        sample_id = _check_text("id", sample_id, s.max_id_length)
+        sample_id = check_text("id", sample_id, s.max_id_length)
     return PreparedSample(
         index=index,
         sample_id=sample_id,
@@ -393,6 +397,12 @@ def commit_samples(
             # A folder store has the files on disk (fsynced) before the rows commit.
             store.images.put({p.content_digest: p.pixels for p in stored})
             insert_samples(session, rows)
+            # A label for an earlier prediction: joined to what was served, in this transaction.
+            result.joined = join_labels(
+                session,
+                stream_id,
+                (Labelled(p.sample_id, p.content_digest, p.label, p.group) for p in stored),
+            )
             session.execute(
                 update(Stream)
                 .where(Stream.id == stream_id)

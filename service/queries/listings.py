@@ -25,6 +25,7 @@ from service.store.schema import (
     utcnow,
 )
 from service.store.streams import champion_version
+from service.traffic.served import served_accuracy
 
 RATE_WINDOW_S = 60.0
 WAITING = ("closed", "processing")  # states of a window the learner has not finished
@@ -72,7 +73,7 @@ def _backlog(session: Session, stream_id: int) -> dict[str, float | int]:
 
 def status(service: Service) -> dict[str, Any]:
     """Per stream: samples, rejections, windows by state, the champion, the backlog, the
-    open adaptation and what quarantine holds."""
+    open adaptation, what quarantine holds and the accuracy of what was served."""
     streams: dict[str, Any] = {}
     with service.store.session() as session:
         for stream in session.scalars(select(Stream).order_by(Stream.name)):
@@ -101,6 +102,7 @@ def status(service: Service) -> dict[str, Any]:
                 "backlog": _backlog(session, stream.id),
                 "adaptation": _open_adaptation(session, stream.id),
                 "quarantined": _held(session, stream.id),
+                "served": served_accuracy(session, stream.id).to_dict(),
             }
     return {"streams": streams}
 

@@ -34,6 +34,11 @@ Families (labels in braces):
 - ``learnstream_alerts_open{kind}``, ``learnstream_alert_deliveries_total{sink,status}``
   (``delivered``, ``failed``), ``learnstream_alert_deliveries_pending{sink}``,
   ``learnstream_alert_delivery_attempts_total{sink}``;
+- ``learnstream_traffic_rows{stream}`` (predicted images kept as traffic),
+  ``learnstream_served_accuracy{stream,group}`` and ``learnstream_served_labelled{stream,
+  group}``: the accuracy of what was served, from late labels joined to the traffic, per
+  group and overall (``group="(all)"``); the summary ``learnstream_label_delay_seconds
+  {stream}`` (seconds from prediction to label, with its 0.5 and 0.9 quantiles);
 - ``learnstream_store_up``: 1 when the store answered this scrape.
 """
 
@@ -72,6 +77,7 @@ from service.store.schema import (
     Stream,
     Window,
 )
+from service.traffic.served import served_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +299,7 @@ def _champions(session: Session, streams: dict[int, str], names: list[str]) -> I
     yield from (accuracy, group_accuracy)
     yield from _adaptations(session, streams)
     yield from _quarantine(session, streams)
+    yield from _served(session, streams)
 
     decisions = {(name, d): 0 for name in names for d in ("promoted", "rejected")}
     passed = Window.summary["gate_passed"].as_boolean()
@@ -335,6 +342,50 @@ def _adaptations(session: Session, streams: dict[int, str]) -> Iterator[Metric]:
             if latest is not None:
                 gap.add_metric([streams[stream_id], group], adaptation.baseline[group] - latest)
     yield from (opened, gap)
+
+
+ALL_GROUPS = "(all)"  # group label of a stream's overall served accuracy
+
+
+def _served(session: Session, streams: dict[int, str]) -> Iterator[Metric]:
+    rows = GaugeMetricFamily(
+        "learnstream_traffic_rows",
+        "Predicted images kept as traffic, per stream.",
+        labels=["stream"],
+    )
+    accuracy = GaugeMetricFamily(
+        "learnstream_served_accuracy",
+        "Accuracy of the predictions served, from late labels joined to the traffic, per "
+        'stream and group (group="(all)": overall).',
+        labels=["stream", "group"],
+    )
+    labelled = GaugeMetricFamily(
+        "learnstream_served_labelled",
+        "Predictions served that a late label joined, per stream and group.",
+        labels=["stream", "group"],
+    )
+    delay = Metric(
+        "learnstream_label_delay_seconds",
+        "Seconds from a prediction to its late label, per stream.",
+        "summary",
+    )
+    for stream_id, name in sorted(streams.items(), key=lambda item: item[1]):
+        served = served_accuracy(session, stream_id)
+        rows.add_metric([name], served.traffic)
+        tallies = {ALL_GROUPS: served.overall, **served.by_group}
+        for group, tally in tallies.items():
+            labelled.add_metric([name, group], tally.n)
+            if tally.accuracy is not None:
+                accuracy.add_metric([name, group], tally.accuracy)
+        d = served.label_delay
+        for quantile, value in (("0.5", d.p50), ("0.9", d.p90)):
+            if value is not None:
+                delay.add_sample(
+                    "learnstream_label_delay_seconds", {"stream": name, "quantile": quantile}, value
+                )
+        delay.add_sample("learnstream_label_delay_seconds_count", {"stream": name}, d.count)
+        delay.add_sample("learnstream_label_delay_seconds_sum", {"stream": name}, d.total)
+    yield from (rows, accuracy, labelled, delay)
 
 
 def _quarantine(session: Session, streams: dict[int, str]) -> Iterator[Metric]:

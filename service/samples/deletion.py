@@ -13,7 +13,10 @@ A deletion
    place as a new state of the *same* version (the weights are untouched: they cannot
    forget), its manifest lists the deletion under ``purged`` and the store's digests follow;
 5. in one transaction: removes the samples (:func:`service.store.removal.delete_sample_rows`),
-   marks the versions trained on them (``trained_on_deleted``) and completes the record.
+   marks the versions trained on them (``trained_on_deleted``) and completes the record;
+   an operator's deletion (not the retention sweep's) also removes the traffic rows named
+   by the deleted samples' ids or by the ``ids`` it was given: a person's images sent to
+   predict are theirs too, labelled or not.
 
 Weights and state derived from samples (EWC/SI importances, LwF's teacher, GDumb's initial
 model) keep what they learned: that is what the marker says, and ``retrain`` (a candidate
@@ -38,7 +41,7 @@ from learners.memory_purge import purge_samples
 from learners.strategy_state import load_state
 from service.context import Service
 from service.errors import InvalidRequest, LearnstreamError
-from service.store.removal import delete_sample_rows
+from service.store.removal import delete_sample_rows, delete_traffic_rows
 from service.store.schema import Deletion, ModelVersion, Sample, Stream, iso, utcnow
 
 log = logging.getLogger(__name__)
@@ -156,6 +159,7 @@ class DeletionResult:
     audit_id: int
     purged_versions: list[int] = field(default_factory=list)
     kept: dict[str, Any] | None = None
+    traffic: int = 0  # traffic rows (predicted images) deleted with them
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -380,6 +384,10 @@ def delete_samples(
     with service.store.session() as session:
         removed = delete_sample_rows(session, record.id, selected.rows)
         deleted = removed.count
+        traffic = 0
+        if not criteria.rows:  # an operator's deletion: a person's predicted images go too
+            named = selected.sample_ids | set(criteria.ids)
+            traffic = delete_traffic_rows(session, record.id, named) if named else 0
         for row in session.scalars(
             select(ModelVersion).where(
                 ModelVersion.stream_id == record.id, ModelVersion.version.in_(found.trained)
@@ -396,13 +404,20 @@ def delete_samples(
         audit_row.finished_at = utcnow()
     service.store.images.discard(removed.orphaned_images)
     result = DeletionResult(
-        stream, deleted, found.trained, audit_id, sorted(digests), dict(kept) if kept else None
+        stream,
+        deleted,
+        found.trained,
+        audit_id,
+        sorted(digests),
+        dict(kept) if kept else None,
+        traffic,
     )
     log.info(
         "samples deleted",
         extra={
             "stream": stream,
             "deleted": deleted,
+            "traffic_deleted": traffic,
             "versions": found.trained,
             "purged_versions": sorted(digests),
             "audit_id": audit_id,

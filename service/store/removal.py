@@ -22,13 +22,16 @@ from service.store.schema import (
     Rejection,
     Sample,
     Stream,
+    Traffic,
+    TrafficWindow,
     Window,
 )
 
 
 def delete_stream(store: Store, model_dir: Path, name: str) -> bool:
-    """Remove the stream ``name`` with its samples, windows, versions, reports and alerts, and
-    its folder under ``model_dir`` (the registry's); ``False`` when there is no such stream."""
+    """Remove the stream ``name`` with its samples, windows, traffic, versions, reports and
+    alerts, and its folder under ``model_dir`` (the registry's); ``False`` when there is no
+    such stream."""
     with store.session() as session:
         stream = session.scalar(select(Stream).where(Stream.name == name))
         if stream is None:
@@ -51,6 +54,8 @@ def delete_stream(store: Store, model_dir: Path, name: str) -> bool:
             Quarantine,
             Sample,
             Window,
+            Traffic,
+            TrafficWindow,
         ):
             session.execute(delete(table).where(table.stream_id == stream.id))
         session.execute(delete(Rejection).where(Rejection.stream_name == name))
@@ -105,3 +110,18 @@ def delete_sample_rows(
         )
     )
     return RemovedSamples(deleted, {str(d) for d in in_files - still_named})
+
+
+def delete_traffic_rows(session: Session, stream_id: int, traffic_ids: Collection[str]) -> int:
+    """Delete the traffic rows of stream ``stream_id`` named by ``traffic_ids`` (the ids
+    predictions were sent with, or content digests), in the caller's transaction; how many."""
+    names = sorted({str(i) for i in traffic_ids})
+    deleted = 0
+    for start in range(0, len(names), 500):  # bounded IN lists
+        result = session.execute(
+            delete(Traffic).where(
+                Traffic.stream_id == stream_id, Traffic.traffic_id.in_(names[start : start + 500])
+            )
+        )
+        deleted += int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return deleted

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -280,3 +281,63 @@ class AlertDelivery(Base):
     # Set when claimed and after each attempt: a pending row left alone for long is re-claimed.
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class TrafficWindow(Base):
+    """A batch of one stream's traffic (predicted images kept, unlabelled), in arrival order;
+    ``open`` until ``traffic_window_size`` rows or ``traffic_window_max_age`` close it. Apart
+    from ``windows`` so that nothing the learner claims or trains on can be traffic."""
+
+    __tablename__ = "traffic_windows"
+    __table_args__ = (
+        UniqueConstraint("stream_id", "seq", name="uq_traffic_window_stream_seq"),
+        # At most one open traffic window per stream, whatever concurrent predictions do.
+        Index(
+            "uq_traffic_window_open",
+            "stream_id",
+            unique=True,
+            sqlite_where=text("state = 'open'"),
+            postgresql_where=text("state = 'open'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stream_id: Mapped[int] = mapped_column(ForeignKey("streams.id"))
+    seq: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Traffic(Base):
+    """One predicted image kept as traffic: its pixels at the stream's shape, what the
+    champion of the time answered, and, once a labelled sample of the same id (or, for an
+    image predicted without an id, the same picture) arrives, its label: the join that
+    gives the accuracy of what was served."""
+
+    __tablename__ = "traffic"
+    __table_args__ = (
+        UniqueConstraint("stream_id", "traffic_id", name="uq_traffic_stream_id"),
+        Index("ix_traffic_stream_received", "stream_id", "received_at"),
+        Index("ix_traffic_window", "window_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stream_id: Mapped[int] = mapped_column(ForeignKey("streams.id"))
+    # The caller's id of the image, else its content digest.
+    traffic_id: Mapped[str] = mapped_column(String(160))
+    # The caller's group; for an image sent without one, the labelled sample's once joined.
+    group: Mapped[str | None] = mapped_column("group_name", String(128), nullable=True)
+    window_id: Mapped[int] = mapped_column(ForeignKey("traffic_windows.id"))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    content_digest: Mapped[str] = mapped_column(String(64))
+    # The pixels at the stream's shape (uint8), always in the row: traffic is bounded
+    # (``traffic_max_rows``) and has its own lifetime, apart from the samples' image store.
+    pixels: Mapped[bytes] = mapped_column(LargeBinary)
+    predicted: Mapped[int] = mapped_column(Integer)  # class index served
+    probability: Mapped[float] = mapped_column(Float)  # its score
+    served_version: Mapped[int] = mapped_column(Integer)
+    # The join: the labelled sample's class index and when it was stored; NULL until then.
+    label: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    labelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -28,6 +28,13 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "strategy": ("strategy", "strategy_params"),
     "windows": ("window_size", "window_max_age", "window_min_size", "holdout_fraction"),
     "retention": ("retention_max_age", "retention_max_samples"),
+    "traffic": (
+        "traffic_capture",
+        "traffic_window_size",
+        "traffic_window_max_age",
+        "traffic_max_rows",
+        "traffic_retention",
+    ),
     "learning": (
         "update_policy",
         "train_windows",

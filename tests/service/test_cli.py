@@ -8,6 +8,16 @@ from service.ingest.samples import ingest
 
 runner = CliRunner()
 
+NO_TRAFFIC = {
+    "traffic": 0,
+    "traffic_windows": {"open": 0, "closed": 0},
+    "labelled": 0,
+    "accuracy": None,
+    "by_group": {},
+    "by_version": {},
+    "label_delay_s": {"count": 0, "p50": None, "p90": None, "max": None},
+}
+
 
 def test_status_alerts_models_json(sqlite_service, monkeypatch) -> None:
     samples = [*digit_samples(70), {"image": "!", "label": 1, "group": "A"}]
@@ -25,6 +35,7 @@ def test_status_alerts_models_json(sqlite_service, monkeypatch) -> None:
                 "champion": None,
                 "adaptation": None,
                 "quarantined": {"samples": 0, "windows": 0},
+                "served": NO_TRAFFIC,
             }
         }
     }

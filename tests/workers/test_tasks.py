@@ -187,3 +187,23 @@ def test_ingest_without_a_stream_uses_the_default_stream_setting(tmp_path, monke
         assert status(get_service())["streams"]["team"]["samples"] == 3
     finally:
         set_service(None)
+
+
+def test_predict_task_takes_optional_ids_and_groups(tmp_path) -> None:
+    from helpers import seeded_champion
+
+    from service.errors import InvalidRequest
+    from workers.tasks import predict_task
+
+    service = Service.from_settings(make_settings(tmp_path))
+    set_service(service)
+    try:
+        seeded_champion(service, "t")
+        images = [s["image"] for s in digit_samples(2)]
+        old = predict_task(stream="t", images=images)
+        new = predict_task(stream="t", images=images, ids=["k-1", "k-2"], groups=["A", "B"])
+        assert old == new
+        with pytest.raises(InvalidRequest, match=r"^groups: 1 given for 2 images"):
+            predict_task(stream="t", images=images, groups=["A"])
+    finally:
+        set_service(None)

@@ -28,6 +28,16 @@ TOKEN = "s3cret-operator-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ARCH = {"n_classes": 10, "in_channels": 1, "input_size": 28}
 
+NO_TRAFFIC = {
+    "traffic": 0,
+    "traffic_windows": {"open": 0, "closed": 0},
+    "labelled": 0,
+    "accuracy": None,
+    "by_group": {},
+    "by_version": {},
+    "label_delay_s": {"count": 0, "p50": None, "p90": None, "max": None},
+}
+
 
 def png_base64(seed: int, size: int = 28) -> str:
     """A real PNG of seeded random uint8 pixels."""
@@ -221,6 +231,7 @@ def test_status_shape(client: TestClient, service: Service) -> None:
                 "champion": None,
                 "adaptation": None,
                 "quarantined": {"samples": 0, "windows": 0},
+                "served": NO_TRAFFIC,
             }
         }
     }
@@ -744,4 +755,32 @@ def test_predict_names_the_classes_beside_the_scores(tmp_path: Path) -> None:
     (prediction,) = body["predictions"]
     assert set(prediction) == {"label", "scores"}
     assert prediction["label"] in names and len(prediction["scores"]) == len(names)
+    service.close()
+
+
+def test_predict_takes_optional_ids_and_groups_and_names_a_bad_one(tmp_path: Path) -> None:
+    from service.store.schema import Traffic
+
+    service = make_service(tmp_path)
+    version = write_version(service, "s", seed=1)
+    images = [png_base64(0), png_base64(1)]
+    with TestClient(create_app(service)) as client:
+        client.post(
+            f"/v1/models/{version}/promote", json={"stream": "s", "reason": "r"}, headers=AUTH
+        )
+        old = client.post("/v1/predict", json={"stream": "s", "images": images})
+        new = client.post(
+            "/v1/predict",
+            json={"stream": "s", "images": images, "ids": ["u-1", "u-2"], "groups": ["A", "B"]},
+        )
+        short = client.post("/v1/predict", json={"stream": "s", "images": images, "ids": ["u"]})
+        typed = client.post("/v1/predict", json={"stream": "s", "images": images, "groups": [1, 2]})
+    assert old.status_code == new.status_code == 200, (old.text, new.text)
+    assert old.json() == new.json()
+    assert short.status_code == 422
+    assert short.json()["detail"] == "ids: 1 given for 2 images (one per image)"
+    assert typed.status_code == 422 and "body.groups.0" in typed.text
+    with service.store.session() as session:
+        kept = session.execute(select(Traffic.traffic_id, Traffic.group).order_by(Traffic.id))
+        assert [tuple(r) for r in kept][-2:] == [("u-1", "A"), ("u-2", "B")]
     service.close()

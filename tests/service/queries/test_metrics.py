@@ -212,3 +212,33 @@ def test_rejections_naming_no_stream_get_a_label_of_their_own(sqlite_service: Se
     assert streams == {"s", "(unknown)"}  # no stream="" rows
     assert m("learnstream_samples_rejected_total", stream="(unknown)", reason="call") == 2
     assert m("learnstream_samples_rejected_total", stream="s", reason="call") == 0
+
+
+def test_served_accuracy_and_label_delay_are_scraped_as_status_reports_them(
+    sqlite_service: Service,
+) -> None:
+    from helpers import seeded_champion
+
+    from service.models.serving import predict_images
+
+    seeded_champion(sqlite_service, "s")
+    samples = digit_samples(6, seed=9, prefix="m")
+    images, ids = [s["image"] for s in samples], [s["id"] for s in samples]
+    predict_images(sqlite_service, "s", images, ids=ids, groups=[s["group"] for s in samples])
+    ingest_samples = samples[:4]
+    with TestClient(create_app(sqlite_service)) as client:
+        client.post("/v1/samples", json={"stream": "s", "samples": ingest_samples})
+        m = Scrape(client.get("/metrics").text)
+    served = status(sqlite_service)["streams"]["s"]["served"]
+    assert served["labelled"] == 4
+    assert m("learnstream_traffic_rows", stream="s") == 6
+    assert m("learnstream_served_labelled", stream="s", group="(all)") == 4
+    assert m("learnstream_served_accuracy", stream="s", group="(all)") == served["accuracy"]
+    for group, tally in served["by_group"].items():
+        assert m("learnstream_served_accuracy", stream="s", group=group) == tally["accuracy"]
+        assert m("learnstream_served_labelled", stream="s", group=group) == tally["n"]
+    assert m.types["learnstream_label_delay_seconds"] == "summary"
+    assert m("learnstream_label_delay_seconds_count", stream="s") == 4
+    delay = served["label_delay_s"]
+    assert m("learnstream_label_delay_seconds", stream="s", quantile="0.5") == delay["p50"]
+    assert m("learnstream_label_delay_seconds", stream="s", quantile="0.9") == delay["p90"]

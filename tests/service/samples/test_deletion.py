@@ -239,3 +239,35 @@ def test_a_state_changed_on_disk_stops_the_deletion_before_it_deletes(trained_sq
         delete_samples(service, STREAM, criteria_of(ids=[held[0]]), by="t", reason="t")
     assert _stored(service, [held[0]]) == {held[0]}
     assert list_deletions(service, STREAM) == []
+
+
+def test_deleting_ids_deletes_their_traffic_and_a_stream_takes_its_traffic(service) -> None:
+    from helpers import seeded_champion
+
+    from service.models.serving import predict_images
+    from service.store.removal import delete_stream
+    from service.store.schema import Traffic, TrafficWindow
+
+    def traffic() -> list[str]:
+        with service.store.session() as session:
+            return sorted(session.scalars(select(Traffic.traffic_id)))
+
+    seeded_champion(service, "s")
+    samples = digit_samples(4, seed=7, prefix="person")
+    ids = [s["id"] for s in samples]
+    predict_images(service, "s", [s["image"] for s in samples], ids=ids)
+    ingest(service.store, service.settings, "s", samples[:2])  # two were labelled later
+    by_group = delete_samples(
+        service, "s", criteria_of(group=samples[0]["group"]), by="dpo", reason="erasure"
+    )
+    assert by_group.deleted == 1 and by_group.traffic == 1  # the labelled sample's prediction
+    assert traffic() == sorted(ids[1:])
+    # A person's predicted image that was never labelled goes by its id all the same.
+    done = delete_samples(service, "s", criteria_of(ids=ids[1:3]), by="dpo", reason="erasure")
+    assert done.deleted == 1 and done.traffic == 2
+    assert traffic() == [ids[3]]
+    assert _stored(service, ids) == set()
+    assert delete_stream(service.store, service.settings.resolved_model_dir, "s")
+    with service.store.session() as session:
+        assert session.scalars(select(TrafficWindow)).all() == []
+    assert traffic() == []
