@@ -56,6 +56,9 @@ SETTINGS = {
     "UPDATE_POLICY": "every_window",
     "TRAIN_EPOCHS": "1",
     "TRAIN_BATCH_SIZE": "8",  # about three optimiser steps per update
+    # A champion of 16 samples is no judge of labels: its screen would quarantine enough of
+    # a 32-sample window to leave the update fewer steps than the pause waits for.
+    "LABEL_SCREEN": "false",
     "DRIFT_DETECTOR": "ks",  # no permutations: the quickest covariate test
     "MIN_DRIFT_GROUP_SIZE": "5",
     "REFERENCE_SIZE": "100",
