@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from learners.evaluation import predict
-from learners.models import build_model, to_float
+from learners.models import to_float
 from service.context import Service
 from service.models.promotion import promote
 from service.pipeline import notifications
 from service.pipeline.decision import Decision, update_failed
 from service.pipeline.inputs import WindowInputs
 from service.pipeline.timing import Stopwatch
-from service.pipeline.update import TrainingRun, train, write_candidate
+from service.pipeline.update import TrainingRun, fresh_model, train, write_candidate
 from service.store.batches import Batch, load_batch
 from service.store.schema import Window
 
@@ -60,17 +60,7 @@ def bootstrap(service: Service, inputs: WindowInputs, clock: Stopwatch) -> Boots
     run = TrainingRun.for_window(s, inputs.window.seq, epochs=s.bootstrap_epochs)
     candidate = None
     try:
-        model = build_model(
-            n_classes=len(stream.classes),
-            in_channels=stream.channels,
-            input_size=stream.size,
-            seed=s.seed,
-            name=s.model_arch,
-            weights=s.model_weights,
-            mean=s.input_mean,
-            std=s.input_std,
-            train=s.train_layers,
-        )
+        model = fresh_model(s, stream)
         with clock.stage("update"):
             trained = train(s, model, samples, None, run)
         written = write_candidate(

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from learners.devices import resolve_device
-from learners.models import Classifier, to_float
+from learners.models import Classifier, build_model, to_float
 from learners.strategy_state import StrategyState
 from learners.update import UpdateResult, train_update
 from service.config import Settings
@@ -55,6 +55,22 @@ class Candidate:
 
     version: int
     model: Classifier
+
+
+def fresh_model(settings: Settings, stream: Stream) -> Classifier:
+    """A new model of the stream's architecture and starting weights: version 1's start, and
+    a retrain's after a deletion."""
+    return build_model(
+        n_classes=len(stream.classes),
+        in_channels=stream.channels,
+        input_size=stream.size,
+        seed=settings.seed,
+        name=settings.model_arch,
+        weights=settings.model_weights,
+        mean=settings.input_mean,
+        std=settings.input_std,
+        train=settings.train_layers,
+    )
 
 
 def should_update(settings: Settings, drifted: bool, adaptation: Step) -> bool:

@@ -21,13 +21,12 @@ from typing import Any
 
 from sqlalchemy import select
 
-from learners.models import build_model
 from service.context import Service
 from service.models.promotion import promote
 from service.pipeline import notifications
 from service.pipeline.gate import judge
 from service.pipeline.holdout import gate_holdout, recent_champions
-from service.pipeline.update import TrainingRun, train, write_candidate
+from service.pipeline.update import TrainingRun, fresh_model, train, write_candidate
 from service.store.batches import load_batch
 from service.store.schema import Window
 
@@ -83,17 +82,7 @@ def retrain_without_deleted(
         return Retrained(stream_name, deletion, note=note)
     seq = int(latest[-1].seq)
     run = TrainingRun.for_window(s, seq, epochs=s.bootstrap_epochs)
-    model = build_model(
-        n_classes=len(stream.classes),
-        in_channels=stream.channels,
-        input_size=stream.size,
-        seed=s.seed,
-        name=s.model_arch,
-        weights=s.model_weights,
-        mean=s.input_mean,
-        std=s.input_std,
-        train=s.train_layers,
-    )
+    model = fresh_model(s, stream)
     trained = train(s, model, samples, None, run)
     written = write_candidate(
         service.registry, s, stream, trained, run, parent=None, windows=window_ids
