@@ -121,9 +121,13 @@ def load_reference(
     """The reference of window number ``seq``, bounded by ``limit`` held-out samples;
     ``features``: embed it in the champion's penultimate layer."""
     with store.session() as session:
-        windows = _reference_windows(session, stream.id, seq, eras, limit) or [
-            int(w) for w in champion.manifest["windows"]
-        ]
+        learned = [int(w) for w in champion.manifest["windows"]]
+        unheld = session.scalars(
+            select(Window.id).where(Window.id.in_(learned), Window.quarantined.is_(False))
+        ).all()
+        windows = (
+            _reference_windows(session, stream.id, seq, eras, limit) or list(unheld) or learned
+        )
         data = load_batch(session, stream, windows)
         numbers = dict(
             session.execute(select(Window.id, Window.seq).where(Window.id.in_(windows))).all()

@@ -43,6 +43,7 @@ from service.context import Service
 from service.errors import InvalidRequest, LearnstreamError
 from service.store.removal import delete_sample_rows, delete_traffic_rows
 from service.store.schema import Deletion, ModelVersion, Sample, Stream, iso, utcnow
+from service.store.streams import lock_stream
 
 log = logging.getLogger(__name__)
 
@@ -382,11 +383,22 @@ def delete_samples(
         audit_id = audit.id
     digests = _purge_states(service, stream, found.holders, selected.sample_ids, audit_id)
     with service.store.session() as session:
+        # Predictions sent without an id are named by their picture's digest.
+        rows = sorted(selected.rows) if not criteria.rows else []
+        pictures = {
+            str(d)
+            for start in range(0, len(rows), 500)  # bounded IN lists
+            for d in session.scalars(
+                select(Sample.content_digest).where(
+                    Sample.id.in_(rows[start : start + 500]), Sample.content_digest.is_not(None)
+                )
+            )
+        }
         removed = delete_sample_rows(session, record.id, selected.rows)
         deleted = removed.count
         traffic = 0
         if not criteria.rows:  # an operator's deletion: a person's predicted images go too
-            named = selected.sample_ids | set(criteria.ids)
+            named = selected.sample_ids | set(criteria.ids) | pictures
             traffic = delete_traffic_rows(session, record.id, named) if named else 0
         for row in session.scalars(
             select(ModelVersion).where(
@@ -402,7 +414,7 @@ def delete_samples(
         audit_row.purged_versions = sorted(digests)
         audit_row.status = "done"
         audit_row.finished_at = utcnow()
-    service.store.images.discard(removed.orphaned_images)
+    _discard_images(service, record.id, removed.orphaned_images)
     result = DeletionResult(
         stream,
         deleted,
@@ -425,6 +437,23 @@ def delete_samples(
         },
     )
     return result
+
+
+def _discard_images(service: Service, stream_id: int, digests: set[str]) -> None:
+    """Remove image-store files no sample names, under the stream's lock: ingest stores a
+    picture's file and its row under that lock, so a picture sent again meanwhile keeps it."""
+    if not digests:
+        return
+    with service.store.session() as session:
+        lock_stream(session, stream_id)
+        named = set(
+            session.scalars(
+                select(Sample.content_digest).where(
+                    Sample.stream_id == stream_id, Sample.content_digest.in_(sorted(digests))
+                )
+            )
+        )
+        service.store.images.discard(digests - {str(d) for d in named})
 
 
 def deletion_dict(row: Deletion, stream: str) -> dict[str, Any]:

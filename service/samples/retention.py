@@ -67,11 +67,13 @@ def protected_windows(session: Session, stream_id: int, settings: Settings) -> s
         select(Window.id).where(Window.stream_id == stream_id, Window.state != "processed")
     ).all()
     processed = session.execute(
-        select(Window.id, Window.seq, Window.summary)
+        select(Window.id, Window.seq, Window.summary, Window.quarantined)
         .where(Window.stream_id == stream_id, Window.state == "processed")
         .order_by(Window.seq.desc())
     ).all()
-    latest = [int(w.id) for w in processed[: settings.gate_windows]]
+    # The gate's windows: the latest processed ones that quarantine does not hold (a held
+    # window is skipped by the gate, which then reaches one window further back).
+    latest = [int(w.id) for w in processed if not w.quarantined][: settings.gate_windows]
     next_seq = (
         session.scalar(select(func.max(Window.seq)).where(Window.stream_id == stream_id)) or 0
     ) + 1

@@ -66,7 +66,11 @@ def retrain_without_deleted(
         s = service.settings
         latest = session.execute(
             select(Window.id, Window.seq, Window.summary)
-            .where(Window.stream_id == stream.id, Window.state == "processed")
+            .where(
+                Window.stream_id == stream.id,
+                Window.state == "processed",
+                Window.quarantined.is_(False),
+            )
             .order_by(Window.seq.desc())
             .limit(s.gate_windows)
         ).all()[::-1]

