@@ -44,6 +44,7 @@ from service.pipeline.screen import (
     NOT_SCREENED_DRIFT,
     NOT_SCREENED_NEW_ERA,
     Screen,
+    judged_classes,
     reference_flags,
     screen_labels,
 )
@@ -237,6 +238,7 @@ def _screen(
         ),
         alpha=s.label_screen_alpha,
         margin=s.label_screen_margin,
+        judged_classes=judged_classes(reference.holdout.y),
         min_group_size=s.min_drift_group_size,
     )
     flags = flags_from(batch.row_ids, screen.quarantined, batch.y, screen.believed, screen.scores)

@@ -18,7 +18,7 @@ window the champion learned: on a new domain the champion's errors are not label
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ from learners.label_quality import find_label_issues
 NOT_SCREENED_DRIFT = "its inputs drifted in this window"
 NOT_SCREENED_NEW_ERA = "its inputs changed after the champion's last trained window"
 NOT_SCREENED_FEW = "fewer than {n} samples"
+MIN_CLASS_REFERENCE = 10  # reference samples of a class before its labels are judged
 NOT_SCREENED_NO_REFERENCE = "fewer than {n} reference samples to learn its usual rate from"
 
 
@@ -71,16 +72,31 @@ class Screen:
         }
 
 
+def judged_classes(reference_labels: np.ndarray) -> set[int]:
+    """The classes whose labels the screen judges: those of which the reference holds at
+    least ``MIN_CLASS_REFERENCE`` samples. The champion has not shown what a class looks
+    like before (one just added to the stream): its disagreement there is no evidence.
+
+    >>> sorted(judged_classes(np.array([0] * 12 + [1] * 3)))
+    [0]
+    """
+    values, counts = np.unique(np.asarray(reference_labels, dtype=np.int64), return_counts=True)
+    return {int(v) for v, c in zip(values, counts, strict=True) if c >= MIN_CLASS_REFERENCE}
+
+
 def reference_flags(
     labels: np.ndarray, probabilities: np.ndarray, groups: np.ndarray, min_n: int
 ) -> dict[str, tuple[int, int]]:
     """Each group's running rate: cleanlab's flags, under the same champion, among its
-    reference samples, as (flagged, n); only groups with at least ``min_n`` of them."""
+    reference samples of the judged classes (:func:`judged_classes`), as (flagged, n); only
+    groups with at least ``min_n`` of them."""
     names = np.asarray([str(g) for g in groups])
-    flagged = find_label_issues(np.asarray(labels), np.asarray(probabilities)).flagged
+    labels = np.asarray(labels, dtype=np.int64)
+    judged = np.isin(labels, list(judged_classes(labels)))
+    flagged = find_label_issues(labels, np.asarray(probabilities)).flagged
     counts = {}
     for group in sorted(set(names.tolist())):
-        members = names == group
+        members = (names == group) & judged
         if members.sum() >= min_n:
             counts[group] = (int(flagged[members].sum()), int(members.sum()))
     return counts
@@ -96,12 +112,15 @@ def screen_labels(
     alpha: float,
     margin: float,
     min_group_size: int,
+    judged_classes: Collection[int] | None = None,
 ) -> Screen:
     """Screen a window's ``labels`` under the champion's out-of-sample ``probabilities``.
 
     ``skip`` names groups not to screen, with the reason; ``reference`` is each group's
     running rate as (flagged, n) (:func:`reference_flags`): a group it lacks is not
-    screened. A group is suspect when Fisher's exact test finds its flagged share higher
+    screened; ``judged_classes`` (default: all) are the classes whose labels are judged, the
+    others (a class the champion has barely seen) neither flagged nor counted. A group is
+    suspect when Fisher's exact test finds its flagged share higher
     than its reference's (one-sided, at ``alpha`` over the groups screened) and higher by
     more than ``margin``: both counts are samples, so a small reference asks for more.
     """
@@ -126,16 +145,24 @@ def screen_labels(
         else:
             screened.append(group)
     threshold = alpha / max(len(screened), 1)
-    mask = np.isin(names, screened)
+    judged = (
+        np.ones(n, dtype=bool)
+        if judged_classes is None
+        else np.isin(np.asarray(labels), list(judged_classes))
+    )
+    mask = np.isin(names, screened) & judged
     if mask.any():
         issues = find_label_issues(np.asarray(labels)[mask], np.asarray(probabilities)[mask])
         candidates[mask] = issues.flagged
         scores[mask] = issues.scores
     quarantined = np.zeros(n, dtype=bool)
     for group in screened:
-        members = names == group
+        members = (names == group) & judged
         k, m = int(candidates[members].sum()), int(members.sum())
         k0, n0 = reference[group]
+        if m == 0:
+            verdicts[group] = GroupScreen(0, skipped=NOT_SCREENED_FEW.format(n=min_group_size))
+            continue
         table = [[k, m - k], [k0, n0 - k0]]
         p_value = float(fisher_exact(table, alternative="greater").pvalue)
         suspect = p_value < threshold and k / m - k0 / n0 > margin
