@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
@@ -712,38 +712,39 @@ def _decide(
     )
 
 
-@quarantine_cli.command("release")
-def quarantine_release(
-    stream: StreamOption = DEFAULT_STREAM,
-    ids: IdsOption = None,
-    windows: WindowsOption = None,
-    everything: AllOption = False,
-    by: ByOption = "",
-    note: NoteOption = None,
-    json_out: JsonOption = False,
-) -> None:
-    """Put held samples or windows back into training, replay, the gate and references."""
-    _decide(
-        "released", stream=stream, ids=ids, windows=windows, everything=everything, by=by,
-        note=note, json_out=json_out,
-    )  # fmt: skip
+def _decision_command(action: Literal["released", "confirmed"], doc: str) -> Callable[..., None]:
+    """The ``quarantine release`` or ``confirm`` command: the same options, one action."""
+
+    def command(
+        stream: StreamOption = DEFAULT_STREAM,
+        ids: IdsOption = None,
+        windows: WindowsOption = None,
+        everything: AllOption = False,
+        by: ByOption = "",
+        note: NoteOption = None,
+        json_out: JsonOption = False,
+    ) -> None:
+        _decide(
+            action, stream=stream, ids=ids, windows=windows, everything=everything, by=by,
+            note=note, json_out=json_out,
+        )  # fmt: skip
+
+    command.__doc__ = doc
+    return command
 
 
-@quarantine_cli.command("confirm")
-def quarantine_confirm(
-    stream: StreamOption = DEFAULT_STREAM,
-    ids: IdsOption = None,
-    windows: WindowsOption = None,
-    everything: AllOption = False,
-    by: ByOption = "",
-    note: NoteOption = None,
-    json_out: JsonOption = False,
-) -> None:
-    """Confirm that held samples' labels (or windows) are wrong: they stay out for good."""
-    _decide(
-        "confirmed", stream=stream, ids=ids, windows=windows, everything=everything, by=by,
-        note=note, json_out=json_out,
-    )  # fmt: skip
+quarantine_cli.command("release")(
+    _decision_command(
+        "released",
+        "Put held samples or windows back into training, replay, the gate and references.",
+    )
+)
+quarantine_cli.command("confirm")(
+    _decision_command(
+        "confirmed",
+        "Confirm that held samples' labels (or windows) are wrong: they stay out for good.",
+    )
+)
 
 
 @cli.command()

@@ -29,6 +29,7 @@ from learners.strategy_state import StrategyState, load_state, save_state
 from service.alerts.records import record_event
 from service.errors import ModelNotFound
 from service.store.engine import Store
+from service.store.images import fsync_folder
 from service.store.schema import (
     STREAM_NAME_RULE,
     Champion,
@@ -60,14 +61,6 @@ def _sha256(path: Path) -> str:
 def _fsync_file(path: Path) -> None:
     with path.open("rb") as handle:
         os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 ANNOUNCE_CHANNEL = "learnstream:champion"
@@ -144,11 +137,11 @@ class Registry:
                 "created_at": utcnow().isoformat(),
             }
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-            _fsync_dir(tmp)
+            fsync_folder(tmp)
             if final.exists():  # left by a crash between rename and insert: never registered
                 shutil.rmtree(final)
             os.rename(tmp, final)
-            _fsync_dir(final.parent)
+            fsync_folder(final.parent)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -240,7 +233,7 @@ class Registry:
                 _fsync_file(path)
             os.replace(new_state, folder / "state.safetensors")
             os.replace(new_manifest, folder / "manifest.json")
-            _fsync_dir(folder)
+            fsync_folder(folder)
         finally:
             for path in (new_state, new_manifest):
                 path.unlink(missing_ok=True)

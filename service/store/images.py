@@ -102,7 +102,7 @@ class FolderImages(ImageStore):
             _all_at_once(os.fsync, [fd for fd, _ in written.values()])
             for digest, (_, temporary) in written.items():
                 os.replace(temporary, new[digest])
-            _all_at_once(_fsync_folder, list({target.parent for target in new.values()}))
+            _all_at_once(fsync_folder, list({target.parent for target in new.values()}))
         finally:
             for fd, temporary in written.values():
                 os.close(fd)
@@ -136,7 +136,8 @@ def _all_at_once(fn: Callable[[T], None], items: list[T]) -> None:
             future.result()
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
+    """Make a folder's entries (files renamed into it) durable."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
