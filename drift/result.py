@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, get_args
 
-DriftKind = Literal["covariate", "label", "concept"]
-DRIFT_KINDS: tuple[str, ...] = get_args(DriftKind)
+DriftKind = Literal["covariate", "label", "concept", "traffic"]
+# The kinds tested on labelled windows; "traffic" is the verdict on unlabelled served images
+# (covariate and predicted classes together: service.traffic.drift).
+DRIFT_KINDS: tuple[str, ...] = get_args(DriftKind)[:3]
 
 
 @dataclass(frozen=True)

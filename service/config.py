@@ -289,6 +289,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Windows before an adaptation (none under one) that make a group's baseline.",
     )
+    adapt_on_traffic_drift: bool = Field(
+        default=False,
+        description="Let an open drift.traffic incident start the adaptation of its groups at "
+        "the first window with min_drift_group_size labelled samples of such a group served "
+        "in its traffic windows (the traffic alarm is then the change's first sign).",
+    )
     train_epochs: int = Field(default=10, ge=1, description="Epochs over a window in one update.")
     train_batch_size: int = Field(default=32, ge=1, description="Mini-batch size in training.")
     learning_rate: float = Field(default=0.05, gt=0.0, description="SGD learning rate.")

@@ -55,6 +55,8 @@ def sweep_task() -> dict[str, Any]:
         queue_windows(stream, window_ids)
     deleted = apply_retention(service)
     traffic = sweep_traffic(service.store, service.settings)
+    for stream, numbers in traffic["closed"].items():  # tested for drift by the learner
+        queue_windows(stream, numbers)
     return {
         "closed": closed,
         "deleted": {s: r.to_dict() for s, r in deleted.items()},
@@ -79,10 +81,13 @@ def predict_task(
     stream: str | None = None, images: Any = None, ids: Any = None, groups: Any = None
 ) -> dict[str, Any]:
     """Predict with the stream's current champion (default: the setting ``default_stream``);
-    ``ids`` and ``groups`` (optional, one per image) name the images kept as traffic."""
+    ``ids`` and ``groups`` (optional, one per image) name the images kept as traffic. A
+    traffic window it closes queues ``process_window``, whose learner tests it for drift."""
     service = get_service()
     name = stream if stream is not None else service.settings.default_stream
-    return predict_images(service, name, images, ids=ids, groups=groups)
+    return predict_images(
+        service, name, images, ids=ids, groups=groups, on_traffic_closed=queue_windows
+    )
 
 
 @worker_process_init.connect

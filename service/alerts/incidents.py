@@ -44,6 +44,7 @@ ALERT_KIND: dict[DriftKind, alerts.AlertKind] = {
     "covariate": "drift.covariate",
     "label": "drift.label",
     "concept": "drift.concept",
+    "traffic": "drift.traffic",
 }
 
 log = logging.getLogger("learnstream.incidents")
@@ -154,11 +155,12 @@ def drift_message(r: DriftResult, first: int, window: int, groups: list[str], n:
     """An incident's alert message: the groups that drifted since window ``first``, the tests
     that fired in its latest window ``window``, and how many windows it spans (``n``)."""
     tests = "; ".join(fired_tests(r))
+    unit = "traffic window" if r.kind == "traffic" else "window"  # traffic has its own numbers
     if n == 1:
-        return f"{r.kind} shift in {where(groups)} from window {first} ({r.detector}: {tests})"
+        return f"{r.kind} shift in {where(groups)} from {unit} {first} ({r.detector}: {tests})"
     return (
-        f"{r.kind} shift in {where(groups)} from window {first} "
-        f"({r.detector}: {tests} in window {window}) [{n} windows]"
+        f"{r.kind} shift in {where(groups)} from {unit} {first} "
+        f"({r.detector}: {tests} in {unit} {window}) [{n} {unit}s]"
     )
 
 

@@ -27,6 +27,7 @@ AlertKind = Literal[
     "drift.covariate",
     "drift.label",
     "drift.concept",
+    "drift.traffic",
     "fairness.regression",
     "fairness.gap",
     "ingest.rejected",

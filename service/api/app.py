@@ -453,13 +453,21 @@ def delete_samples_route(
     summary="Predict with the stream's champion",
     responses=_errors(404),
 )
-def post_predict(body: PredictRequest, service: ServiceDep) -> dict[str, Any]:
+def post_predict(body: PredictRequest, service: ServiceDep, request: Request) -> dict[str, Any]:
     """Labels and class scores of base64 images under the stream's current champion;
-    optional ``ids`` and ``groups`` (one per image) name them in the stream's traffic."""
+    optional ``ids`` and ``groups`` (one per image) name them in the stream's traffic. The
+    traffic windows a call closes go to ``on_windows_closed`` (the learner tests them)."""
     from service.models.serving import predict_images
 
     stream = body_stream(service, body.stream)
-    return predict_images(service, stream, body.images, ids=body.ids, groups=body.groups)
+    return predict_images(
+        service,
+        stream,
+        body.images,
+        ids=body.ids,
+        groups=body.groups,
+        on_traffic_closed=request.app.state.on_windows_closed,
+    )
 
 
 @router.get(

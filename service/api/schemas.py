@@ -179,12 +179,39 @@ class ServedOut(BaseModel):
     """The accuracy of what production was served, from late labels joined to the traffic."""
 
     traffic: int = Field(description="Predicted images kept as traffic.")
-    traffic_windows: dict[str, int] = Field(description="Traffic windows: open, closed.")
+    traffic_windows: dict[str, int] = Field(
+        description="Traffic windows: open, closed (not tested for drift yet), tested."
+    )
     labelled: int = Field(description="Traffic rows joined to a label.")
     accuracy: float | None = Field(description="Served accuracy over them; null: none.")
     by_group: dict[str, ServedTally]
     by_version: dict[str, ServedTally] = Field(description="By the version that served.")
     label_delay_s: LabelDelayOut
+
+
+class TrafficIncidentOut(BaseModel):
+    alert_id: int
+    open: bool
+    traffic_windows: list[int] = Field(description="The traffic windows that drifted in it.")
+    groups: list[str]
+    message: str
+
+
+class TrafficDriftOut(BaseModel):
+    """Drift on served images before their labels (each closed traffic window is tested)."""
+
+    traffic_windows: int
+    verdicts: dict[str, int] = Field(
+        description="Traffic windows: drift, no_drift, untested (no champion or too few "
+        "images), waiting (closed, not tested yet)."
+    )
+    recent: list[dict[str, Any]] = Field(
+        description="The latest tested windows' verdicts, newest first: covariate and "
+        "predicted-class tests, estimated class priors, the most shifted served images."
+    )
+    incident: TrafficIncidentOut | None = Field(
+        description="The latest drift.traffic incident, open or closed; null: none yet."
+    )
 
 
 class StreamStatus(BaseModel):
@@ -200,6 +227,7 @@ class StreamStatus(BaseModel):
         description="Held in quarantine: samples (likely wrong labels) and windows."
     )
     served: ServedOut
+    traffic_drift: TrafficDriftOut
 
 
 class StatusResponse(BaseModel):

@@ -7,6 +7,7 @@ import binascii
 import json
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -24,6 +25,7 @@ from service.streams.configuration import StreamConfigInvalid, settings_for
 from service.traffic.capture import Served, capture_quietly
 
 log = logging.getLogger(__name__)
+TrafficClosed = Callable[[str, list[int]], None]
 
 
 def settings_in_force(settings: Settings, stream: Stream) -> Settings:
@@ -73,13 +75,16 @@ def predict_images(
     images: Any,
     ids: Any = None,
     groups: Any = None,
+    on_traffic_closed: TrafficClosed | None = None,
 ) -> dict[str, Any]:
     """Labels and class scores of base64 images under the stream's champion (the contract);
     ``classes`` names the scores, in order.
 
     ``ids`` and ``groups`` (optional, one per image) name the images and their groups in
     the stream's traffic (:mod:`service.traffic.capture`), kept after the answer is
-    computed; a late labelled sample of the same id is joined to what was served."""
+    computed; a late labelled sample of the same id is joined to what was served.
+    ``on_traffic_closed(stream, windows)`` is told of the traffic windows this call closed
+    (the task and the API queue the learner, which tests them for drift)."""
     if not isinstance(images, list) or not images:
         raise InvalidRequest("images: must be a non-empty list of base64 strings")
     if len(images) > service.settings.max_samples_per_call:
@@ -123,7 +128,9 @@ def predict_images(
         ids=ids,
         groups=groups,
     )
-    capture_quietly(service.store, settings_in_force(service.settings, stream), served)
+    captured = capture_quietly(service.store, settings_in_force(service.settings, stream), served)
+    if captured.closed and on_traffic_closed is not None:
+        on_traffic_closed(stream_name, list(captured.closed))
     return {
         "model_version": version,
         "classes": classes,

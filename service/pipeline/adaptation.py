@@ -168,11 +168,12 @@ def step(
     drifted_groups: set[str],
     drifted: bool,
     s: AdaptSettings,
+    first_sign: str = "",
 ) -> Step:
     """The policy on one window: carry an open adaptation on (closing it when no group it
     waits for is still measurably behind), or open one on drift or a fall below baseline.
     ``history`` holds the counts of the windows before that were not under an adaptation,
-    newest last."""
+    newest last; ``first_sign`` (a traffic incident) leads the reasons of one it opens."""
     accuracy = _accuracy(now)
     if previous is not None and previous.is_open:
         final = {g: accuracy[g] for g in previous.groups if g in accuracy}
@@ -201,7 +202,8 @@ def step(
     groups = sorted(g for g in named if baseline.get(g, (0, 0))[1])
     if not groups:  # no window before to compare with: nothing to wait for
         return Step(None)
-    reasons = [f"drift in {', '.join(sorted(drifted_groups)) or 'all groups'}"] if drifted else []
+    reasons = [first_sign] if first_sign else []
+    reasons += [f"drift in {', '.join(sorted(drifted_groups)) or 'all groups'}"] if drifted else []
     reasons += [f"accuracy of {', '.join(fallen)} below baseline"] if fallen else []
     base = _accuracy({g: baseline[g] for g in groups})
     return Step(

@@ -183,25 +183,55 @@ def covariate_features(
     """Reference and window in the configured feature space (the champion's outputs, the
     untrained encoder's, or the images' properties: :data:`drift.properties.PIXEL_PROPERTIES`,
     as the original sizes are not stored)."""
+    return features_of(settings, inputs.batch.x, champion.outputs.features, reference)
+
+
+def features_of(
+    settings: Settings, x: torch.Tensor, penultimate: np.ndarray | None, reference: Reference
+) -> CovariateFeatures:
+    """The reference and the images ``x`` (uint8) in the configured feature space;
+    ``penultimate``: the champion's penultimate features of ``x``, when it computed them.
+    Labelled windows and traffic windows are embedded alike."""
     if settings.drift_feature_space == "penultimate":
-        window = champion.outputs.features
-        if window is None or reference.features is None:
+        if penultimate is None or reference.features is None:
             raise ValueError(NO_PENULTIMATE_FEATURES)
-        return CovariateFeatures(reference.features, reference.holdout.groups, window)
+        return CovariateFeatures(reference.features, reference.holdout.groups, penultimate)
     if settings.drift_feature_space == "properties":
         return CovariateFeatures(
             image_properties(reference.holdout.x).values,
             reference.holdout.groups,
-            image_properties(inputs.batch.x).values,
+            image_properties(x).values,
         )
-    encoder = untrained_encoder(
-        settings.drift_encoder_dim, settings.drift_encoder_seed, inputs.batch.x.shape[1]
-    )
+    encoder = untrained_encoder(settings.drift_encoder_dim, settings.drift_encoder_seed, x.shape[1])
     return CovariateFeatures(
         encoder.encode(to_float(reference.holdout.x)),
         reference.holdout.groups,
-        encoder.encode(to_float(inputs.batch.x)),
+        encoder.encode(to_float(x)),
     )
+
+
+def windowed_covariate_test(
+    settings: Settings,
+    features: CovariateFeatures,
+    groups: list[str],
+    *,
+    seed: int,
+    p_value: float | None = None,
+) -> DriftResult:
+    """The per-window covariate test of ``features.window`` (with ``groups``) against the
+    reference, at ``p_value`` (default ``drift_p_value``) before the groups' correction."""
+    properties = settings.drift_feature_space == "properties"
+    grouped = make_covariate_detector(
+        PROPERTIES_DETECTOR if properties else settings.drift_detector,
+        features.reference,
+        features.reference_groups.tolist(),
+        p_value=settings.drift_p_value if p_value is None else p_value,
+        n_permutations=settings.drift_permutations,
+        min_group_size=settings.min_drift_group_size,
+        seed=seed,
+        feature_space=settings.drift_feature_space,
+    )
+    return grouped.test(features.window, groups)
 
 
 def run_covariate_test(
@@ -221,18 +251,9 @@ def run_covariate_test(
 
         detector = online_detectors(service).get(inputs.stream.name, key, inputs.window.seq, build)
         return detector.test_window(features.window).result
-    properties = s.drift_feature_space == "properties"
-    grouped = make_covariate_detector(
-        PROPERTIES_DETECTOR if properties else s.drift_detector,
-        features.reference,
-        features.reference_groups.tolist(),
-        p_value=s.drift_p_value,
-        n_permutations=s.drift_permutations,
-        min_group_size=s.min_drift_group_size,
-        seed=s.seed + inputs.window.seq,
-        feature_space=s.drift_feature_space,
+    return windowed_covariate_test(
+        s, features, inputs.batch.groups.tolist(), seed=s.seed + inputs.window.seq
     )
-    return grouped.test(features.window, inputs.batch.groups.tolist())
 
 
 def run_drift_tests(

@@ -60,6 +60,8 @@ from service.quarantine.records import flags_from, hold_samples, hold_window
 from service.quarantine.suspect import record_screen
 from service.store.batches import load_batch
 from service.store.schema import Window
+from service.traffic.drift import check_pending_traffic
+from service.traffic.sign import TrafficSign, traffic_sign
 
 __all__ = ["WindowOutcome", "claim_next_window", "process_pending", "release_window"]
 
@@ -82,6 +84,7 @@ class WindowOutcome:
     group_gap: dict[str, Any] | None = None
     eras: dict[str, int] = field(default_factory=dict)
     screen: dict[str, Any] | None = None
+    traffic: dict[str, Any] | None = None  # the traffic incident that started an adaptation
     updated: bool = False
     candidate: int | None = None
     gate_passed: bool | None = None
@@ -101,9 +104,14 @@ class WindowOutcome:
 
 
 def process_pending(service: Service, stream_name: str) -> list[WindowOutcome]:
-    """Process every closed window of a stream, oldest first; returns what each decided."""
+    """Test the stream's closed traffic windows for drift (:mod:`service.traffic.drift`),
+    then process every closed labelled window, oldest first; returns what each decided."""
     with service.store.session() as session:
         stream_id = service.store.stream(session, stream_name).id
+    try:
+        check_pending_traffic(service, stream_name)
+    except Exception:  # traffic is watched, not learned from: its failure must not stop learning
+        log.exception("traffic drift tests failed", extra={"stream": stream_name})
     outcomes = []
     while (window_id := claim_next_window(service, stream_id)) is not None:
         try:
@@ -140,10 +148,11 @@ def process_window(service: Service, stream_name: str, window_id: int) -> Window
         eras = eras_after(before, findings.drifted_groups, inputs.window.seq)
         with clock.stage("screen"):
             screen = _screen(service, inputs, champion, findings, eras, reference)
-        policy = _adapt(service, inputs, counts, findings, before, history)
+        sign = _traffic_sign(service, inputs)
+        policy = _adapt(service, inputs, counts, findings, before, history, sign)
         gap = _group_gap(service, inputs, counts, before)
         decision = None
-        if should_update(service.settings, findings.drifted, policy):
+        if should_update(service.settings, findings.drifted or sign is not None, policy):
             decision = _update(service, inputs, champion, eras, clock)
             _hold_rejected_window(service, inputs, findings, decision)
         outcome = _outcome(
@@ -158,6 +167,7 @@ def process_window(service: Service, stream_name: str, window_id: int) -> Window
             gap=gap,
             eras=eras,
             screen=screen,
+            sign=sign,
         )
     finish_window(
         service,
@@ -291,6 +301,22 @@ def _hold_rejected_window(
         )
 
 
+def _traffic_sign(service: Service, inputs: WindowInputs) -> TrafficSign | None:
+    """With ``adapt_on_traffic_drift``, the open traffic incident whose labels this window
+    brings (:mod:`service.traffic.sign`)."""
+    s = service.settings
+    if not s.adapt_on_traffic_drift:
+        return None
+    with service.store.session() as session:
+        return traffic_sign(
+            session,
+            inputs.stream.id,
+            inputs.batch.sample_ids,
+            inputs.batch.groups.tolist(),
+            s.min_drift_group_size,
+        )
+
+
 def _group_gap(
     service: Service, inputs: WindowInputs, counts: Counts, before: dict[str, Any]
 ) -> GapCheck:
@@ -324,8 +350,10 @@ def _adapt(
     findings: DriftFindings,
     before: dict[str, Any],
     history: list[Counts],
+    sign: TrafficSign | None = None,
 ) -> Step:
-    """The adaptive policy's step on this window, from the summaries of the windows before;
+    """The adaptive policy's step on this window, from the summaries of the windows before
+    (and the traffic incident ``sign`` whose labels arrived, as drift of its groups);
     ``fairness.gap`` once when an adaptation has stayed behind for its patience."""
     s = service.settings
     if s.update_policy != "adaptive":
@@ -339,9 +367,10 @@ def _adapt(
         inputs.window.seq,
         counts,
         history,
-        drifted_groups,
-        findings.drifted,
+        drifted_groups | set(sign.groups if sign else []),
+        findings.drifted or sign is not None,
         AdaptSettings.from_settings(s),
+        first_sign=sign.reason if sign else "",
     )
     if policy.fell_behind and policy.adaptation is not None:
         notifications.adaptation_behind(
@@ -428,6 +457,7 @@ def _outcome(
     gap: GapCheck | None = None,
     eras: Eras | None = None,
     screen: Screen | None = None,
+    sign: TrafficSign | None = None,
 ) -> WindowOutcome:
     """The window's outcome from the stages' results."""
     if cold is not None:
@@ -447,6 +477,7 @@ def _outcome(
         group_gap=gap.to_dict() if gap else None,
         eras=eras or {},
         screen=screen.to_dict() if screen else None,
+        traffic=sign.to_dict() if sign else None,
         updated=decision is not None,
         candidate=d.candidate,
         gate_passed=d.gate_passed,

@@ -25,6 +25,7 @@ from service.store.schema import (
     utcnow,
 )
 from service.store.streams import champion_version
+from service.traffic.report import traffic_drift_status
 from service.traffic.served import served_accuracy
 
 RATE_WINDOW_S = 60.0
@@ -103,6 +104,7 @@ def status(service: Service) -> dict[str, Any]:
                 "adaptation": _open_adaptation(session, stream.id),
                 "quarantined": _held(session, stream.id),
                 "served": served_accuracy(session, stream.id).to_dict(),
+                "traffic_drift": traffic_drift_status(session, stream.id, recent=3),
             }
     return {"streams": streams}
 

@@ -39,6 +39,9 @@ Families (labels in braces):
   group}``: the accuracy of what was served, from late labels joined to the traffic, per
   group and overall (``group="(all)"``); the summary ``learnstream_label_delay_seconds
   {stream}`` (seconds from prediction to label, with its 0.5 and 0.9 quantiles);
+- ``learnstream_traffic_windows{stream,verdict}`` (closed traffic windows by drift verdict:
+  ``drift``, ``no_drift``, ``untested``, ``waiting``) and ``learnstream_traffic_drift_open
+  {stream}`` (1 while a ``drift.traffic`` incident is open);
 - ``learnstream_store_up``: 1 when the store answered this scrape.
 """
 
@@ -77,6 +80,7 @@ from service.store.schema import (
     Stream,
     Window,
 )
+from service.traffic.report import latest_traffic_incident, traffic_verdict_counts
 from service.traffic.served import served_accuracy
 
 log = logging.getLogger(__name__)
@@ -300,6 +304,7 @@ def _champions(session: Session, streams: dict[int, str], names: list[str]) -> I
     yield from _adaptations(session, streams)
     yield from _quarantine(session, streams)
     yield from _served(session, streams)
+    yield from _traffic_drift(session, streams)
 
     decisions = {(name, d): 0 for name in names for d in ("promoted", "rejected")}
     passed = Window.summary["gate_passed"].as_boolean()
@@ -386,6 +391,25 @@ def _served(session: Session, streams: dict[int, str]) -> Iterator[Metric]:
         delay.add_sample("learnstream_label_delay_seconds_count", {"stream": name}, d.count)
         delay.add_sample("learnstream_label_delay_seconds_sum", {"stream": name}, d.total)
     yield from (rows, accuracy, labelled, delay)
+
+
+def _traffic_drift(session: Session, streams: dict[int, str]) -> Iterator[Metric]:
+    windows = GaugeMetricFamily(
+        "learnstream_traffic_windows",
+        "Closed traffic windows per stream and drift verdict (drift, no_drift, untested, waiting).",
+        labels=["stream", "verdict"],
+    )
+    drifting = GaugeMetricFamily(
+        "learnstream_traffic_drift_open",
+        "1 while a drift.traffic incident is open on the stream (served images drifted).",
+        labels=["stream"],
+    )
+    for stream_id, name in sorted(streams.items(), key=lambda item: item[1]):
+        for verdict, n in traffic_verdict_counts(session, stream_id).items():
+            windows.add_metric([name, verdict], n)
+        incident = latest_traffic_incident(session, stream_id) or {}
+        drifting.add_metric([name], int(bool(incident.get("open"))))
+    yield from (windows, drifting)
 
 
 def _quarantine(session: Session, streams: dict[int, str]) -> Iterator[Metric]:

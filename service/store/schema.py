@@ -308,6 +308,10 @@ class TrafficWindow(Base):
     size: Mapped[int] = mapped_column(Integer, default=0)
     opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Drift: ``closed`` -> ``testing`` (claimed by a learner; ``tested_at`` is the claim's
+    # time) -> ``tested`` (``summary`` holds the verdict: service.traffic.drift).
+    tested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
 
 
 class Traffic(Base):

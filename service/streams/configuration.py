@@ -45,6 +45,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "champion_gap_max",
         "champion_gap_windows",
         "adapt_baseline_windows",
+        "adapt_on_traffic_drift",
         "train_epochs",
         "train_batch_size",
         "learning_rate",

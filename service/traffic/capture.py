@@ -10,7 +10,7 @@ version that served it and the caller's group, in the stream's open traffic wind
 An id is kept once: the first prediction served under it (a redelivered call, or the same
 picture sent again without an id, is not counted twice). Capture runs after the answer is
 computed, in one transaction with one INSERT of the call's rows, and never fails a
-prediction: :func:`capture_quietly` logs what went wrong and answers 0.
+prediction: :func:`capture_quietly` logs what went wrong and answers that nothing was kept.
 """
 
 from __future__ import annotations
@@ -87,7 +87,15 @@ def _rows(served: Served, share: float) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
-def _insert(session: Session, stream_id: int, rows: list[dict[str, Any]], s: Settings) -> int:
+@dataclass(frozen=True)
+class Captured:
+    """What a capture stored: rows kept, and the traffic windows (numbers) it closed."""
+
+    kept: int = 0
+    closed: tuple[int, ...] = ()
+
+
+def _insert(session: Session, stream_id: int, rows: list[dict[str, Any]], s: Settings) -> Captured:
     window = current(session, stream_id)  # locked first: captures of a stream take turns
     known = set(
         session.scalars(
@@ -99,9 +107,11 @@ def _insert(session: Session, stream_id: int, rows: list[dict[str, Any]], s: Set
     )
     new = [r for r in rows if r["traffic_id"] not in known]
     if not new:
-        return 0
+        return Captured()
+    closed = []
     if window is not None and aged(window, s):
         close_traffic_window(window)
+        closed.append(window.seq)
         session.flush()
         window = None
     for row in new:
@@ -110,21 +120,23 @@ def _insert(session: Session, stream_id: int, rows: list[dict[str, Any]], s: Set
         window.size += 1
         if window.size >= s.traffic_window_size:
             close_traffic_window(window)
+            closed.append(window.seq)
             session.flush()
             window = None
     session.execute(insert(Traffic), new)
-    return len(new)
+    return Captured(len(new), tuple(closed))
 
 
-def capture(store: Store, settings: Settings, served: Served) -> int:
+def capture(store: Store, settings: Settings, served: Served) -> Captured:
     """Keep the share of ``served`` that ``settings.traffic_capture`` says (the stream's
-    settings in force); the number of rows stored. A race with a concurrent capture of the
-    same stream (both opening a window, or both storing one id) is tried once more."""
+    settings in force); the rows stored and the windows closed. A race with a concurrent
+    capture of the same stream (both opening a window, or both storing one id) is tried once
+    more."""
     if settings.traffic_capture <= 0.0:
-        return 0
+        return Captured()
     rows = _rows(served, settings.traffic_capture)
     if not rows:
-        return 0
+        return Captured()
     try:
         with store.session() as session:
             return _insert(session, served.stream.id, rows, settings)
@@ -133,11 +145,11 @@ def capture(store: Store, settings: Settings, served: Served) -> int:
             return _insert(session, served.stream.id, rows, settings)
 
 
-def capture_quietly(store: Store, settings: Settings, served: Served) -> int:
-    """:func:`capture`, where any error is logged and answers 0: a prediction never fails
-    because its traffic could not be kept."""
+def capture_quietly(store: Store, settings: Settings, served: Served) -> Captured:
+    """:func:`capture`, where any error is logged and answers nothing kept: a prediction
+    never fails because its traffic could not be kept."""
     try:
         return capture(store, settings, served)
     except Exception:
         log.exception("traffic: a prediction's images could not be kept")
-        return 0
+        return Captured()

@@ -74,7 +74,7 @@ class ServedAccuracy:
     --json`` and ``GET /v1/status``."""
 
     traffic: int  # traffic rows kept
-    windows: dict[str, int]  # traffic windows: open, closed
+    windows: dict[str, int]  # traffic windows: open, closed (not tested yet), tested
     overall: Tally
     by_group: dict[str, Tally] = field(default_factory=dict)
     by_version: dict[int, Tally] = field(default_factory=dict)
@@ -131,7 +131,11 @@ def served_accuracy(session: Session, stream_id: int) -> ServedAccuracy:
             delays.append(max(0.0, delay))
     return ServedAccuracy(
         traffic=int(traffic or 0),
-        windows={"open": states.get("open", 0), "closed": states.get("closed", 0)},
+        windows={
+            "open": states.get("open", 0),
+            "closed": states.get("closed", 0) + states.get("testing", 0),
+            "tested": states.get("tested", 0),
+        },
         overall=overall,
         by_group=dict(by_group),
         by_version=dict(by_version),

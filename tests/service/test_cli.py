@@ -10,12 +10,18 @@ runner = CliRunner()
 
 NO_TRAFFIC = {
     "traffic": 0,
-    "traffic_windows": {"open": 0, "closed": 0},
+    "traffic_windows": {"open": 0, "closed": 0, "tested": 0},
     "labelled": 0,
     "accuracy": None,
     "by_group": {},
     "by_version": {},
     "label_delay_s": {"count": 0, "p50": None, "p90": None, "max": None},
+}
+NO_TRAFFIC_DRIFT = {
+    "traffic_windows": 0,
+    "verdicts": {"drift": 0, "no_drift": 0, "untested": 0, "waiting": 0},
+    "recent": [],
+    "incident": None,
 }
 
 
@@ -36,6 +42,7 @@ def test_status_alerts_models_json(sqlite_service, monkeypatch) -> None:
                 "adaptation": None,
                 "quarantined": {"samples": 0, "windows": 0},
                 "served": NO_TRAFFIC,
+                "traffic_drift": NO_TRAFFIC_DRIFT,
             }
         }
     }

@@ -30,12 +30,18 @@ ARCH = {"n_classes": 10, "in_channels": 1, "input_size": 28}
 
 NO_TRAFFIC = {
     "traffic": 0,
-    "traffic_windows": {"open": 0, "closed": 0},
+    "traffic_windows": {"open": 0, "closed": 0, "tested": 0},
     "labelled": 0,
     "accuracy": None,
     "by_group": {},
     "by_version": {},
     "label_delay_s": {"count": 0, "p50": None, "p90": None, "max": None},
+}
+NO_TRAFFIC_DRIFT = {
+    "traffic_windows": 0,
+    "verdicts": {"drift": 0, "no_drift": 0, "untested": 0, "waiting": 0},
+    "recent": [],
+    "incident": None,
 }
 
 
@@ -232,6 +238,7 @@ def test_status_shape(client: TestClient, service: Service) -> None:
                 "adaptation": None,
                 "quarantined": {"samples": 0, "windows": 0},
                 "served": NO_TRAFFIC,
+                "traffic_drift": NO_TRAFFIC_DRIFT,
             }
         }
     }
