@@ -214,8 +214,11 @@ def _play(service: Service, plan: DemoPlan, stream: str, demo: str) -> dict[str,
         result = app.send_task("learnstream.ingest", kwargs=kwargs)
         return result.get(timeout=300, interval=0.01)
 
-    def send_images(name: str, images: list[str]) -> dict[str, Any]:
-        result = app.send_task("learnstream.predict", kwargs={"stream": name, "images": images})
+    def send_images(
+        name: str, images: list[str], ids: list[str], groups: list[str]
+    ) -> dict[str, Any]:
+        kwargs = {"stream": name, "images": images, "ids": ids, "groups": groups}
+        result = app.send_task("learnstream.predict", kwargs=kwargs)
         return result.get(timeout=120, interval=0.01)
 
     with start_worker(

@@ -201,6 +201,18 @@ class Settings(BaseSettings):
         "and the version that served it (chosen by a hash of each image's id: an id is always "
         "kept or never); 0: none.",
     )
+    traffic_capture_mode: Literal["background", "inline"] = Field(
+        default="background",
+        description="Where traffic is written: by a background thread after predict has "
+        "answered (the default: predict's latency does not include it), or inline, before "
+        "predict answers (tests and single-shot scripts).",
+    )
+    traffic_capture_queue: int = Field(
+        default=1000,
+        ge=1,
+        description="Predict calls whose traffic may wait for the background writer; beyond "
+        "it a call's images are not kept (counted in learnstream_traffic_dropped_total).",
+    )
     traffic_window_size: int = Field(
         default=256,
         ge=1,

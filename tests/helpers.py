@@ -42,6 +42,8 @@ def make_settings(tmp_path: Path, database_url: str | None = None, **overrides) 
         "reference_size": 300,
         "min_drift_group_size": 15,
         "min_group_size": 20,
+        # Traffic written before predict answers: tests read it right after the call.
+        "traffic_capture_mode": "inline",
         **overrides,
     }
     return Settings(**values)
@@ -185,6 +187,7 @@ def play_demo(
         window_size=plan.window_size,
         operator_token=DEMO_TOKEN,
         label_screen=label_screen,
+        traffic_capture_mode="inline",
     )
     service = Service.from_settings(settings)
 
@@ -194,8 +197,17 @@ def play_demo(
             process_pending(service, stream)  # learnstream.process_window
         return result.to_dict()
 
-    def send_images(stream: str, images: list[str]) -> dict[str, Any]:
-        return predict_images(service, stream, images)  # learnstream.predict
+    def send_images(
+        stream: str, images: list[str], ids: list[str], groups: list[str]
+    ) -> dict[str, Any]:
+        return predict_images(  # learnstream.predict, whose closed traffic windows are tested
+            service,
+            stream,
+            images,
+            ids=ids,
+            groups=groups,
+            on_traffic_closed=lambda name, _: process_pending(service, name),
+        )
 
     return service, run_demo(service, send_samples, send_images, plan, echo=echo)
 

@@ -30,6 +30,8 @@ from service.store.images import read_pixels
 from service.store.schema import Alert, Sample, Stream, Window, iso, utcnow
 from service.store.streams import champion_version
 from service.streams.configuration import settings_for
+from service.traffic.report import traffic_drift_status
+from service.traffic.served import served_accuracy
 
 SAMPLES_PER_INCIDENT = 8
 HELD_SAMPLES_SHOWN = 48  # the newest held samples the page and the report show
@@ -84,6 +86,10 @@ def stream_data(service: Service, stream: str) -> dict[str, Any]:
         classes = [str(c) for c in record.classes]
         windows = _windows(session, record.id)
         champion = champion_version(session, record.id)
+        traffic = {
+            **traffic_drift_status(session, record.id),
+            "served": served_accuracy(session, record.id).to_dict(),
+        }
     versions = [_version(m) for m in list_models(service, stream)]
     alerts = list_alerts(service, stream)
     s = settings_for(service.settings, record)
@@ -109,6 +115,7 @@ def stream_data(service: Service, stream: str) -> dict[str, Any]:
         "alerts": alerts,
         "incidents": incidents(alerts),
         "quarantine": quarantine(service, stream),
+        "traffic": traffic,
     }
 
 

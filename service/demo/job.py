@@ -8,23 +8,35 @@ Redis broker; the service's decisions are read back from the store.
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from learners.evaluation import evaluate_by_group, predict
 from learners.models import to_float
 from service.context import Service
 from service.demo.stream import DemoPlan, demo_stream
 from service.store.batches import load_batch
-from service.store.schema import Alert, DriftReport, ModelVersion, Window
+from service.store.schema import (
+    Alert,
+    DriftReport,
+    ModelVersion,
+    Sample,
+    Traffic,
+    TrafficWindow,
+    Window,
+)
+from service.traffic.served import served_accuracy
 
 SendSamples = Callable[[str, list[dict[str, Any]]], dict[str, Any]]
-SendImages = Callable[[str, list[str]], dict[str, Any]]
+# stream, images, ids, groups -> the predict contract's answer
+SendImages = Callable[[str, list[str], list[str], list[str]], dict[str, Any]]
 CALL_SIZE = 64
+LABEL_DELAY = 2  # windows between a window's predictions and its labels
 
 
 def _wait_processed(service: Service, stream_id: int, seq: int, timeout: float) -> Window:
@@ -215,6 +227,56 @@ def describe(seq: int, summary: dict[str, Any], served: int | None, margins: str
     return " | ".join(parts)
 
 
+def _serve(send_images: SendImages, stream: str, samples: list[dict[str, Any]]) -> list[int]:
+    """Send a window's images to predict before their labels, with their ids and groups (the
+    broken samples left out: predict refuses a call with an image it cannot read); the
+    versions that served them."""
+    good = [s for s in samples if not str(s.get("id", "")).startswith("bad-")]
+    versions = []
+    for start in range(0, len(good), CALL_SIZE):
+        call = good[start : start + CALL_SIZE]
+        answer = send_images(
+            stream, [s["image"] for s in call], [s["id"] for s in call], [s["group"] for s in call]
+        )
+        versions.append(int(answer["model_version"]))
+    return versions
+
+
+def traffic_lines(service: Service, stream_id: int, after: int) -> tuple[list[str], int]:
+    """A progress line per traffic window tested after number ``after``, and the last one."""
+    with service.store.session() as session:
+        rows = session.execute(
+            select(TrafficWindow.seq, TrafficWindow.summary)
+            .where(
+                TrafficWindow.stream_id == stream_id,
+                TrafficWindow.state == "tested",
+                TrafficWindow.seq > after,
+            )
+            .order_by(TrafficWindow.seq)
+        ).all()
+    lines = []
+    for seq, summary in rows:
+        summary = summary or {}
+        parts = [f"traffic window {seq:>3} ({summary.get('images', 0)} served images)"]
+        if not summary.get("tested"):
+            parts.append(f"untested: {summary.get('note', '')}")
+        else:
+            verdict = f"DRIFT[{','.join(summary['groups'])}]" if summary["drift"] else "no drift"
+            parts.append(verdict + " before any of their labels")
+            tests = [summary[k] for k in ("covariate", "prediction")]
+            parts.append(
+                "traffic margin: "
+                + ", ".join(
+                    f"{name} p={min([t['p_value'], *t['per_group'].values()]):.2g} "
+                    f"vs {t['threshold']:.2g}"
+                    for name, t in zip(("covariate", "predicted classes"), tests, strict=True)
+                )
+            )
+        lines.append(" | ".join(parts))
+        after = seq
+    return lines, after
+
+
 def run_demo(
     service: Service,
     send_samples: SendSamples,
@@ -226,13 +288,19 @@ def run_demo(
     window_timeout: float = 300.0,
     windows: Iterable[tuple[int, list[dict[str, Any]]]] | None = None,
 ) -> dict[str, Any]:
-    """Send the demo stream window by window (``windows``, by default the digits of ``plan``),
-    wait for each to be processed, return the summary."""
+    """Play the demo stream (``windows``, by default the digits of ``plan``) as production
+    would: each window's images go to predict first (once a champion serves), and its labels
+    follow :data:`LABEL_DELAY` windows later; wait for each labelled window to be processed,
+    return the summary."""
     started = time.perf_counter()
     accepted = rejected = 0
     served: list[int] = []
     stream_id: int | None = None
-    for window, samples in windows if windows is not None else demo_stream(plan):
+    tested = 0
+    waiting: deque[tuple[int, list[dict[str, Any]]]] = deque()
+
+    def label(window: int, samples: list[dict[str, Any]]) -> None:
+        nonlocal accepted, rejected, stream_id, tested
         for start in range(0, len(samples), CALL_SIZE):
             result = send_samples(stream, samples[start : start + CALL_SIZE])
             accepted += len(result["accepted"])
@@ -241,12 +309,22 @@ def run_demo(
             with service.store.session() as session:
                 stream_id = service.store.stream(session, stream).id
         processed = _wait_processed(service, stream_id, window, window_timeout)
-        version = service.registry.champion(stream_id)
-        if version is not None:
-            served.append(send_images(stream, [samples[0]["image"]])["model_version"])
+        lines, tested = traffic_lines(service, stream_id, tested)
+        for line in lines:
+            echo(line)
         decided = processed.summary or {}
+        version = service.registry.champion(stream_id)
         margins = window_margins(service, stream_id, window, decided)
         echo(describe(window, decided, version, margins))
+
+    for window, samples in windows if windows is not None else demo_stream(plan):
+        if stream_id is not None and service.registry.champion(stream_id) is not None:
+            served += _serve(send_images, stream, samples)
+        waiting.append((window, samples))
+        if len(waiting) > LABEL_DELAY:
+            label(*waiting.popleft())
+    while waiting:
+        label(*waiting.popleft())
     summary = summarise(service, stream, plan)
     echo(f"predict served versions {sorted(set(served))} while the stream ran")
     summary.update(
@@ -284,6 +362,8 @@ def summarise(service: Service, stream_name: str, plan: DemoPlan) -> dict[str, A
         )
         last = [w.id for w in windows[-3:]]
         holdout = load_batch(session, stream, last, split="holdout")
+        served = served_accuracy(session, stream.id)
+        traffic_drift = traffic_drift_windows(session, stream.id)
     champion = service.registry.champion(stream.id)
     accuracy: dict[str, float] = {}
     if champion is not None and len(holdout):
@@ -310,8 +390,40 @@ def summarise(service: Service, stream_name: str, plan: DemoPlan) -> dict[str, A
             for w in windows
             if ((w.summary or {}).get("screen") or {}).get("quarantined")
         },
+        "traffic_drift_windows": traffic_drift,
+        "served_accuracy_by_group": {
+            g: round(t.accuracy, 4)
+            for g, t in sorted(served.by_group.items())
+            if t.accuracy is not None
+        },
         "seconds": 0.0,
     }
+
+
+def traffic_drift_windows(session: Session, stream_id: int) -> list[int]:
+    """The (labelled) windows whose images, served before their labels, were in a traffic
+    window that drifted: traffic windows have numbers of their own, and the demo's labels
+    carry the ids its predictions were made under."""
+    return sorted(
+        set(
+            session.scalars(
+                select(Window.seq)
+                .distinct()
+                .join(Sample, Sample.window_id == Window.id)
+                .join(
+                    Traffic,
+                    (Traffic.stream_id == Sample.stream_id)
+                    & (Traffic.traffic_id == Sample.sample_id),
+                )
+                .join(TrafficWindow, TrafficWindow.id == Traffic.window_id)
+                .where(
+                    TrafficWindow.stream_id == stream_id,
+                    TrafficWindow.state == "tested",
+                    TrafficWindow.summary["drift"].as_boolean(),
+                )
+            )
+        )
+    )
 
 
 def adaptations(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:

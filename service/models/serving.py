@@ -23,6 +23,7 @@ from service.models.registry import ANNOUNCE_CHANNEL
 from service.store.schema import Stream
 from service.streams.configuration import StreamConfigInvalid, settings_for
 from service.traffic.capture import Served, capture_quietly
+from service.traffic.writer import traffic_writer
 
 log = logging.getLogger(__name__)
 TrafficClosed = Callable[[str, list[int]], None]
@@ -128,9 +129,13 @@ def predict_images(
         ids=ids,
         groups=groups,
     )
-    captured = capture_quietly(service.store, settings_in_force(service.settings, stream), served)
-    if captured.closed and on_traffic_closed is not None:
-        on_traffic_closed(stream_name, list(captured.closed))
+    in_force = settings_in_force(service.settings, stream)
+    if in_force.traffic_capture > 0.0 and in_force.traffic_capture_mode == "background":
+        traffic_writer(service.store).submit(in_force, served, on_traffic_closed)
+    else:
+        captured = capture_quietly(service.store, in_force, served)
+        if captured.closed and on_traffic_closed is not None:
+            on_traffic_closed(stream_name, list(captured.closed))
     return {
         "model_version": version,
         "classes": classes,

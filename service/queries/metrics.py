@@ -41,7 +41,8 @@ Families (labels in braces):
   {stream}`` (seconds from prediction to label, with its 0.5 and 0.9 quantiles);
 - ``learnstream_traffic_windows{stream,verdict}`` (closed traffic windows by drift verdict:
   ``drift``, ``no_drift``, ``untested``, ``waiting``) and ``learnstream_traffic_drift_open
-  {stream}`` (1 while a ``drift.traffic`` incident is open);
+  {stream}`` (1 while a ``drift.traffic`` incident is open); ``learnstream_traffic_dropped
+  _total`` (images this process did not keep: its capture queue was full);
 - ``learnstream_store_up``: 1 when the store answered this scrape.
 """
 
@@ -82,6 +83,7 @@ from service.store.schema import (
 )
 from service.traffic.report import latest_traffic_incident, traffic_verdict_counts
 from service.traffic.served import served_accuracy
+from service.traffic.writer import traffic_writer
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,13 @@ class StoreCollector(Collector):
         )
         store_up.add_metric([], up)
         yield store_up
+        dropped = CounterMetricFamily(
+            "learnstream_traffic_dropped",
+            "Predicted images this process did not keep as traffic: its capture queue was "
+            "full (traffic_capture_queue).",
+        )
+        dropped.add_metric([], traffic_writer(self.service_of().store).dropped)
+        yield dropped
 
     def _families(self, session: Session) -> Iterator[Metric]:
         streams = dict(session.execute(select(Stream.id, Stream.name)).all())

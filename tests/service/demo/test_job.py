@@ -51,6 +51,8 @@ def test_learnstream_run(tmp_path) -> None:
         "alerts",
         "adaptations",
         "quarantined",
+        "traffic_drift_windows",
+        "served_accuracy_by_group",
         "seconds",
     }
     assert summary["windows"] == 20
@@ -73,6 +75,17 @@ def test_learnstream_run(tmp_path) -> None:
     assert set(summary["accuracy_by_group"]) == {"A", "B"}
     assert all(a > 0.6 for a in summary["accuracy_by_group"].values())
     assert any(line.startswith("window  20") for line in lines)
+    # Images go to predict two windows before their labels: the first served window's
+    # rotated B is flagged in traffic (p about 1e-6 against 0.0017 on its predicted classes)
+    # before the labels of the shift's first window are processed.
+    served_first = 5  # labels of windows 1 and 2 (version 1) come with windows 3 and 4
+    assert served_first in summary["traffic_drift_windows"], summary["traffic_drift_windows"]
+    first_traffic = next(i for i, x in enumerate(lines) if x.startswith("traffic window   1 "))
+    assert "DRIFT[B]" in lines[first_traffic], lines[first_traffic]
+    assert first_traffic < next(i for i, x in enumerate(lines) if x.startswith("window   3"))
+    assert summary["alerts"]["drift.traffic"] >= 1
+    assert set(summary["served_accuracy_by_group"]) == {"A", "B"}
+    assert all(a > 0.6 for a in summary["served_accuracy_by_group"].values())
     # The loop finishes: the shift opens an adaptation that closes with B back, and B ends
     # within 3 points of its pre-shift accuracy (by about 5 points more, here).
     first = summary["adaptations"][0]

@@ -242,7 +242,7 @@ def test_a_failure_mid_run_leaves_no_stream_behind(
     def failing_run_demo(
         svc: Service, send_samples: Callable[..., Any], _images: Any, plan: Any, **kw: Any
     ) -> dict[str, Any]:
-        def send_images(stream: str, images: list[str]) -> dict[str, Any]:
+        def send_images(stream: str, images: list[str], *named: list[str]) -> dict[str, Any]:
             seen.append((svc.settings.resolved_model_dir / stream).is_dir())
             raise failure
 

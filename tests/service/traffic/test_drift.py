@@ -100,3 +100,69 @@ def test_a_shift_in_traffic_opens_an_incident_and_unshifted_traffic_closes_it(
     with service.store.session() as session:
         states = session.scalars(select(TrafficWindow.state).order_by(TrafficWindow.seq)).all()
     assert states == ["tested"] * 4
+
+
+def test_an_open_traffic_incident_starts_the_adaptation_when_its_labels_arrive(
+    trained: Service,
+) -> None:
+    """With ``adapt_on_traffic_drift``, the labelled window that brings the labels of the
+    drifted traffic names the incident as the adaptation's first reason."""
+    service = trained
+    assert _serve(service, 15, "B") != []
+    (verdict,) = check_pending_traffic(service, "s")
+    print(f"traffic window {verdict.window}: {_margin(verdict.to_dict())}")
+    assert verdict.drift and verdict.groups == ["B"]
+    acting = Service(
+        service.settings.model_copy(update={"adapt_on_traffic_drift": True}), service.store
+    )
+    classes = acting.settings.default_classes
+    labelled = digit_samples(TRAFFIC, seed=15, prefix="t15", rotate_group="B", rotation=40)
+    samples = [{**s, "label": classes[s["label"]]} for s in labelled]
+    assert not ingest(acting.store, acting.settings, "s", samples).rejected
+    (outcome,) = process_pending(acting, "s")
+    assert outcome.traffic is not None
+    assert outcome.traffic["groups"] == ["B"] and outcome.traffic["labelled"]["B"] == 64
+    assert outcome.adaptation is not None and outcome.updated
+    reason = outcome.adaptation["reason"]
+    assert reason.startswith(f"traffic drift in B since traffic window {verdict.window}"), reason
+
+
+def test_the_background_writer_keeps_traffic_after_predict_answers_and_drops_when_full(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from helpers import seeded_champion
+
+    import service.traffic.writer as writer_module
+    from service.store.schema import Traffic
+    from service.traffic.writer import flush_traffic, traffic_writer
+
+    settings = make_settings(tmp_path, traffic_capture_mode="background", traffic_capture_queue=1)
+    service = Service.from_settings(settings)
+    seeded_champion(service)
+    images = [s["image"] for s in digit_samples(4, seed=2)]
+    predict_images(service, "s", images[:2], ids=["a", "b"])
+    assert flush_traffic(service.store)
+    with service.store.session() as session:
+        assert sorted(session.scalars(select(Traffic.traffic_id))) == ["a", "b"]
+
+    release, started = threading.Event(), threading.Event()
+    real = writer_module.capture_quietly
+
+    def slow(*args: Any) -> Any:
+        started.set()
+        release.wait(10)
+        return real(*args)
+
+    monkeypatch.setattr(writer_module, "capture_quietly", slow)
+    predict_images(service, "s", images[2:3], ids=["c"])  # taken by the writer, held there
+    assert started.wait(10)
+    predict_images(service, "s", images[3:4], ids=["d"])  # waits in the queue (capacity 1)
+    answer = predict_images(service, "s", images[3:4], ids=["e"])  # full: not kept
+    assert answer["predictions"]  # the prediction is answered all the same
+    assert traffic_writer(service.store).dropped == 1  # one image
+    release.set()
+    assert flush_traffic(service.store)
+    with service.store.session() as session:
+        assert sorted(session.scalars(select(Traffic.traffic_id))) == ["a", "b", "c", "d"]

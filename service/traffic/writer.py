@@ -1,0 +1,113 @@
+"""The background writer: captures handed off the prediction path.
+
+A prediction's answer must not wait for its traffic to be stored (a transaction, an fsync:
+about half of a one-image call on SQLite). With ``traffic_capture_mode="background"`` (the
+default) predict puts what it served on a bounded in-process queue and one daemon thread per
+store writes it (:func:`service.traffic.capture.capture_quietly`), then tells
+``on_closed`` of the traffic windows it closed. The queue is the capture's rate bound: when
+``traffic_capture_queue`` calls are waiting, a call's images are dropped and counted
+(``learnstream_traffic_dropped_total``), never the prediction. Traffic is a sample of what
+was served, not data the service learns from: what the queue holds when the process dies
+is lost, and at exit the writer drains it for up to :data:`EXIT_DRAIN` seconds.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import queue
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from service.config import Settings
+from service.store.engine import Store
+from service.traffic.capture import Served, capture_quietly
+
+log = logging.getLogger(__name__)
+EXIT_DRAIN = 5.0
+OnClosed = Callable[[str, list[int]], None]
+
+
+@dataclass(frozen=True)
+class _Job:
+    settings: Settings
+    served: Served
+    on_closed: OnClosed | None
+
+
+class TrafficWriter:
+    """One store's queue of captures and the daemon thread that writes them, in order."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.dropped = 0  # images dropped because the queue was full
+        self._queue: queue.Queue[_Job] | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, settings: Settings, served: Served, on_closed: OnClosed | None) -> bool:
+        """Queue one call's capture; False (its images dropped and counted) when full."""
+        with self._lock:
+            if self._queue is None:
+                self._queue = queue.Queue(maxsize=settings.traffic_capture_queue)
+                threading.Thread(target=self._run, name="traffic-writer", daemon=True).start()
+        try:
+            self._queue.put_nowait(_Job(settings, served, on_closed))
+            return True
+        except queue.Full:
+            self.dropped += len(served.pixels)
+            log.warning(
+                "traffic: the capture queue is full; a call's images were not kept",
+                extra={"stream": served.stream.name, "dropped_total": self.dropped},
+            )
+            return False
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every queued capture is written; False on timeout."""
+        done = threading.Event()
+
+        def wait() -> None:
+            if self._queue is not None:
+                self._queue.join()
+            done.set()
+
+        threading.Thread(target=wait, daemon=True).start()
+        return done.wait(timeout)
+
+    def _run(self) -> None:
+        assert self._queue is not None
+        while True:
+            job = self._queue.get()
+            try:
+                captured = capture_quietly(self.store, job.settings, job.served)
+                if captured.closed and job.on_closed is not None:
+                    job.on_closed(job.served.stream.name, list(captured.closed))
+            except Exception:
+                log.exception("traffic: closed windows could not be handed on")
+            finally:
+                self._queue.task_done()
+
+
+_writers: weakref.WeakKeyDictionary[Store, TrafficWriter] = weakref.WeakKeyDictionary()
+_writers_lock = threading.Lock()
+
+
+def traffic_writer(store: Store) -> TrafficWriter:
+    """The store's background writer (one per store and process)."""
+    with _writers_lock:
+        writer = _writers.get(store)
+        if writer is None:
+            writer = _writers[store] = TrafficWriter(store)
+        return writer
+
+
+def flush_traffic(store: Store, timeout: float = 30.0) -> bool:
+    """Wait until the store's queued captures are written (tests, shutdown)."""
+    return traffic_writer(store).flush(timeout)
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    for writer in list(_writers.values()):
+        writer.flush(EXIT_DRAIN)
