@@ -367,7 +367,7 @@ def check_traffic_window(service: Service, stream: Stream, window: TrafficWindow
 
 def check_pending_traffic(service: Service, stream_name: str) -> list[TrafficVerdict]:
     """Test every closed traffic window of the stream, oldest first."""
-    verdicts = []
+    verdicts: list[TrafficVerdict] = []
     while True:
         with service.store.session() as session:
             stream = service.store.stream(session, stream_name)

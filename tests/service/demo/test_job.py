@@ -21,12 +21,17 @@ from service.pipeline.gate import GateSettings, run_gate
 from service.queries.listings import list_alerts, list_drift
 
 
+WINDOWS = 12
+
+
 def test_learnstream_run(tmp_path) -> None:
     env = {**os.environ, "LEARNSTREAM_HOME": str(tmp_path / "home")}
     env.pop("LEARNSTREAM_DATABASE_URL", None)
     env.pop("LEARNSTREAM_BROKER_URL", None)
     done = subprocess.run(
-        [sys.executable, "-m", "service.cli", "run"],
+        # 12 of the default 20 windows (the suite's time): the shift (3), the corrupted
+        # window (9) and the first adaptation's close all fall within them.
+        [sys.executable, "-m", "service.cli", "run", "--windows", str(WINDOWS)],
         env=env,
         capture_output=True,
         text=True,
@@ -55,8 +60,8 @@ def test_learnstream_run(tmp_path) -> None:
         "served_accuracy_by_group",
         "seconds",
     }
-    assert summary["windows"] == 20
-    assert summary["samples_accepted"] == 20 * 256 and summary["samples_rejected"] == 3
+    assert summary["windows"] == WINDOWS
+    assert summary["samples_accepted"] == WINDOWS * 256 and summary["samples_rejected"] == 3
     first_shift = summary["shift_windows"][0]
     assert min(summary["drift_windows"]) == first_shift  # nothing before, found at the shift
     assert summary["corrupted_windows"][0] in summary["drift_windows"]
@@ -69,12 +74,12 @@ def test_learnstream_run(tmp_path) -> None:
     assert "LABELS SUSPECT in B" in corrupted and "screen margin: p=" in corrupted, corrupted
     assert summary["quarantined"][str(seq)] >= 90, summary["quarantined"]  # of ~128 of B
     elsewhere = sum(n for w, n in summary["quarantined"].items() if w != str(seq))
-    assert elsewhere <= 0.03 * 256 * 19  # a false alarm quarantines a group's few flags
+    assert elsewhere <= 0.03 * 256 * (WINDOWS - 1)  # a false alarm holds a group's few flags
     assert summary["alerts"]["labels.suspect"] >= 1, "\n".join(lines)
     assert summary["alerts"]["ingest.rejected"] == 1
     assert set(summary["accuracy_by_group"]) == {"A", "B"}
     assert all(a > 0.6 for a in summary["accuracy_by_group"].values())
-    assert any(line.startswith("window  20") for line in lines)
+    assert any(line.startswith(f"window  {WINDOWS}") for line in lines)
     # Images go to predict two windows before their labels: the first served window's
     # rotated B is flagged in traffic (p about 1e-6 against 0.0017 on its predicted classes)
     # before the labels of the shift's first window are processed.
@@ -104,7 +109,7 @@ def test_learnstream_run(tmp_path) -> None:
         check=True,
     )
     demo = json.loads(status.stdout)["streams"]["demo"]
-    assert demo["champion"] == summary["champion"] and demo["windows"]["processed"] == 20
+    assert demo["champion"] == summary["champion"] and demo["windows"]["processed"] == WINDOWS
     alerts = subprocess.run(
         [sys.executable, "-m", "service.cli", "alerts", "--json"],
         env=env,

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from drift.properties import PIXEL_PROPERTIES
-from service.pipeline.drift import DriftFindings, covariate_features, run_covariate_test
+from service.pipeline.drift import DriftFindings, features_of, run_covariate_test
 from service.pipeline.records import property_explanation
 
 
@@ -41,7 +41,7 @@ def test_the_properties_space_tests_ks_per_property_and_explains_the_group(tmp_p
     # drift_detector stays the default (mmd): the properties space always tests with KS.
     settings = make_settings(tmp_path, drift_feature_space="properties")
     service, inputs, reference = _window(settings, noisy_group="B")
-    features = covariate_features(settings, inputs, None, reference)  # type: ignore[arg-type]
+    features = features_of(settings, inputs.batch.x, None, reference)
     assert features.reference.shape == (300, len(PIXEL_PROPERTIES))
     assert features.window.shape == (120, len(PIXEL_PROPERTIES))
     result = run_covariate_test(service, inputs, None, features)  # type: ignore[arg-type]
@@ -61,7 +61,7 @@ def test_no_explanation_without_drift_or_outside_the_properties_space(tmp_path) 
 
     settings = make_settings(tmp_path, drift_feature_space="properties")
     service, inputs, reference = _window(settings, noisy_group=None)
-    features = covariate_features(settings, inputs, None, reference)  # type: ignore[arg-type]
+    features = features_of(settings, inputs.batch.x, None, reference)
     result = run_covariate_test(service, inputs, None, features)  # type: ignore[arg-type]
     assert not result.is_drift
     findings = DriftFindings((result,), features)
