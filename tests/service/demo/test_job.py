@@ -20,7 +20,6 @@ from service.demo.job import gate_margins
 from service.pipeline.gate import GateSettings, run_gate
 from service.queries.listings import list_alerts, list_drift
 
-
 WINDOWS = 12
 
 
