@@ -9,8 +9,8 @@ promotion (the candidate is registered and has passed the gate). Kills during tr
 shows) and inside the promotion's own transaction (the pointer changes in one transaction,
 which PostgreSQL rolls back when its connection dies) were tested too and cut to keep the
 suite under ten minutes; the pausing script still knows the training point. No production
-code knows about these tests. The test waits for the marker and kills the worker's whole process group with
-SIGKILL, then checks that the pointer and predict still give the old champion and
+code knows about these tests. The test waits for the marker and kills the worker's whole
+process group with SIGKILL, then checks that the pointer and predict still give the old champion and
 that no half-written version is visible. A plain learner worker is then started: Redis
 redelivers the dead worker's unacknowledged ``process_window`` after the visibility timeout,
 its claim has timed out (``window_claim_timeout``), and the window is processed exactly once:
