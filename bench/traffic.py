@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service.config import Settings
 from service.context import Service
-from service.demo.job import run_demo
+from service.demo.job import LABEL_DELAY, run_demo
 from service.demo.stream import DemoPlan, demo_stream, digits, to_png_base64
 from service.ingest.samples import ingest
 from service.models.serving import predict_images
@@ -209,7 +209,7 @@ def main() -> None:
         labelled = [w for w in summary["drift_windows"] if w >= args.shift]
         traffic = [w for w in summary["traffic_drift_windows"] if w >= args.shift]
         # Labels of window w arrive LABEL_DELAY windows after its images were predicted.
-        labelled_at = labelled[0] + 2 if labelled else None
+        labelled_at = labelled[0] + LABEL_DELAY if labelled else None
         traffic_at = traffic[0] if traffic else None
         earlier = (
             labelled_at - traffic_at if labelled_at is not None and traffic_at is not None else None

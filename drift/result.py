@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, get_args
 
-DriftKind = Literal["covariate", "label", "concept", "traffic"]
-# The kinds tested on labelled windows; "traffic" is the verdict on unlabelled served images
-# (covariate and predicted classes together: service.traffic.drift).
-DRIFT_KINDS: tuple[str, ...] = get_args(DriftKind)[:3]
+LabelledKind = Literal["covariate", "label", "concept"]  # tested on labelled windows
+# "traffic": the verdict on unlabelled served images (covariate and predicted classes
+# together: service.traffic.drift).
+DriftKind = Literal[LabelledKind, "traffic"]
+DRIFT_KINDS: tuple[str, ...] = get_args(LabelledKind)
 
 
 @dataclass(frozen=True)

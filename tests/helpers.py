@@ -30,6 +30,24 @@ REDIS_URL = os.environ.get("LEARNSTREAM_TEST_REDIS", "redis://127.0.0.1:6379")
 SHORT_DEMO = DemoPlan(windows=8, window_size=256, shift_window=3, corrupted_window=7)
 DEMO_TOKEN = "dashboard-test-token"
 
+# A stream's `served` and `traffic_drift` in `learnstream status` / `GET /v1/status` before
+# any prediction was kept.
+NO_TRAFFIC = {
+    "traffic": 0,
+    "traffic_windows": {"open": 0, "closed": 0, "tested": 0},
+    "labelled": 0,
+    "accuracy": None,
+    "by_group": {},
+    "by_version": {},
+    "label_delay_s": {"count": 0, "p50": None, "p90": None, "max": None},
+}
+NO_TRAFFIC_DRIFT = {
+    "traffic_windows": 0,
+    "verdicts": {"drift": 0, "no_drift": 0, "untested": 0, "waiting": 0},
+    "recent": [],
+    "incident": None,
+}
+
 
 def make_settings(tmp_path: Path, database_url: str | None = None, **overrides) -> Settings:
     """Small, fast settings for tests."""

@@ -30,15 +30,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from drift.properties import PropertyExplanation
 from drift.result import DriftKind, DriftResult
 from service.alerts import records as alerts
 from service.store.schema import Alert
+
+if TYPE_CHECKING:  # drift.properties brings torch: not for the API, the dashboard or status
+    from drift.properties import PropertyExplanation
 
 ALERT_KIND: dict[DriftKind, alerts.AlertKind] = {
     "covariate": "drift.covariate",

@@ -408,7 +408,6 @@ def traffic_drift_windows(session: Session, stream_id: int) -> list[int]:
         set(
             session.scalars(
                 select(Window.seq)
-                .distinct()
                 .join(Sample, Sample.window_id == Window.id)
                 .join(
                     Traffic,

@@ -7,7 +7,6 @@ import binascii
 import json
 import logging
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -22,11 +21,10 @@ from service.ingest.samples import check_text
 from service.models.registry import ANNOUNCE_CHANNEL
 from service.store.schema import Stream
 from service.streams.configuration import StreamConfigInvalid, settings_for
-from service.traffic.capture import Served, capture_quietly
-from service.traffic.writer import traffic_writer
+from service.traffic.capture import Served
+from service.traffic.writer import OnClosed, capture_and_hand_on, traffic_writer
 
 log = logging.getLogger(__name__)
-TrafficClosed = Callable[[str, list[int]], None]
 
 
 def settings_in_force(settings: Settings, stream: Stream) -> Settings:
@@ -76,7 +74,7 @@ def predict_images(
     images: Any,
     ids: Any = None,
     groups: Any = None,
-    on_traffic_closed: TrafficClosed | None = None,
+    on_traffic_closed: OnClosed | None = None,
 ) -> dict[str, Any]:
     """Labels and class scores of base64 images under the stream's champion (the contract);
     ``classes`` names the scores, in order.
@@ -120,22 +118,21 @@ def predict_images(
     labels, probs = predict(champion.model, to_float(torch.stack(tensors)))
     # A class added since this champion was trained has no score yet: its classes are those.
     classes = [str(c) for c in stream.classes][: probs.shape[1]]
-    served = Served(
-        stream=stream,
-        version=version,
-        pixels=[t.numpy().tobytes() for t in tensors],
-        predicted=[int(i) for i in labels],
-        probability=[float(row[int(i)]) for i, row in zip(labels, probs, strict=True)],
-        ids=ids,
-        groups=groups,
-    )
     in_force = settings_in_force(service.settings, stream)
-    if in_force.traffic_capture > 0.0 and in_force.traffic_capture_mode == "background":
-        traffic_writer(service.store).submit(in_force, served, on_traffic_closed)
-    else:
-        captured = capture_quietly(service.store, in_force, served)
-        if captured.closed and on_traffic_closed is not None:
-            on_traffic_closed(stream_name, list(captured.closed))
+    if in_force.traffic_capture > 0.0:
+        served = Served(
+            stream=stream,
+            version=version,
+            pixels=[t.numpy().tobytes() for t in tensors],
+            predicted=[int(i) for i in labels],
+            probability=[float(row[int(i)]) for i, row in zip(labels, probs, strict=True)],
+            ids=ids,
+            groups=groups,
+        )
+        if in_force.traffic_capture_mode == "background":
+            traffic_writer(service.store).submit(in_force, served, on_traffic_closed)
+        else:
+            capture_and_hand_on(service.store, in_force, served, on_traffic_closed)
     return {
         "model_version": version,
         "classes": classes,

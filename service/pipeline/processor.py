@@ -350,7 +350,7 @@ def _adapt(
     findings: DriftFindings,
     before: dict[str, Any],
     history: list[Counts],
-    sign: TrafficSign | None = None,
+    sign: TrafficSign | None,
 ) -> Step:
     """The adaptive policy's step on this window, from the summaries of the windows before
     (and the traffic incident ``sign`` whose labels arrived, as drift of its groups);

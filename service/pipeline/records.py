@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 
 import numpy as np
 
+from drift.prior_shift import shares
 from drift.properties import PIXEL_PROPERTIES, PropertyExplanation, explain_properties
 from drift.result import DriftResult
 from drift.witness import most_shifted
 from service.alerts import incidents
-from service.pipeline.drift import DriftFindings
+from service.pipeline.drift import CovariateFeatures, DriftFindings
 from service.pipeline.inputs import WindowInputs
 from service.pipeline.prequential import Prequential
 from service.pipeline.reference import Reference
@@ -18,14 +20,43 @@ from service.store.engine import Store
 from service.store.schema import DriftReport
 
 
-def _shares(labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """Each class's share of ``labels``."""
-    return np.bincount(labels, minlength=n_classes) / max(len(labels), 1)
-
-
-def _in_groups(groups: np.ndarray, drifted: list[str]) -> np.ndarray:
+def in_groups(groups: np.ndarray, drifted: list[str]) -> np.ndarray:
     """Mask of the samples in the drifted groups (all samples when no group is named)."""
     return np.isin(groups, drifted) if drifted else np.ones(len(groups), dtype=bool)
+
+
+def witness_ids(
+    ids: Sequence[str],
+    window_groups: np.ndarray,
+    features: CovariateFeatures,
+    groups: list[str],
+    k: int,
+) -> list[str]:
+    """Ids of the ``k`` window samples of ``groups`` with the largest MMD witness against the
+    reference's samples of the same groups (a covariate alarm's carriers)."""
+    index = np.flatnonzero(in_groups(window_groups, groups))
+    reference = features.reference[in_groups(features.reference_groups, groups)]
+    return [ids[index[i]] for i in most_shifted(reference, features.window[index], k)]
+
+
+def risen_class_ids(
+    ids: Sequence[str],
+    window_groups: np.ndarray,
+    window_classes: np.ndarray,
+    reference_groups: np.ndarray,
+    reference_classes: np.ndarray,
+    groups: list[str],
+    n_classes: int,
+    k: int,
+) -> list[str]:
+    """Ids of the first ``k`` window samples of ``groups`` in the class whose share rose most
+    against the reference's samples of the same groups (a label alarm's carriers)."""
+    mask = in_groups(window_groups, groups)
+    rise = shares(window_classes[mask], n_classes) - shares(
+        reference_classes[in_groups(reference_groups, groups)], n_classes
+    )
+    mask &= window_classes == int(np.argmax(rise))
+    return [ids[i] for i in np.flatnonzero(mask)[:k]]
 
 
 def shifted_samples(
@@ -42,37 +73,32 @@ def shifted_samples(
     samples of the class whose share rose most; concept: the champion's errors.
     """
     batch, groups = inputs.batch, r.drifted_groups
-    in_groups = _in_groups(batch.groups, groups)
     if r.kind == "covariate" and findings.covariate is not None:
-        features = findings.covariate
-        ref_mask = _in_groups(features.reference_groups, groups)
-        index = np.flatnonzero(in_groups)
-        chosen = most_shifted(features.reference[ref_mask], features.window[index], k)
-        return [batch.sample_ids[index[i]] for i in chosen]
+        return witness_ids(batch.sample_ids, batch.groups, findings.covariate, groups, k)
     if r.kind == "label":
-        ref, n = reference.labels, len(inputs.stream.classes)
-        rise = _shares(batch.y[in_groups], n) - _shares(ref.y[_in_groups(ref.groups, groups)], n)
-        mask = in_groups & (batch.y == int(np.argmax(rise)))
-    else:
-        mask = in_groups & ~prequential.correct
+        ref = reference.labels
+        n = len(inputs.stream.classes)
+        return risen_class_ids(
+            batch.sample_ids, batch.groups, batch.y, ref.groups, ref.y, groups, n, k
+        )
+    mask = in_groups(batch.groups, groups) & ~prequential.correct
     return [batch.sample_ids[i] for i in np.flatnonzero(mask)[:k]]
 
 
-def property_explanation(
-    r: DriftResult, inputs: WindowInputs, findings: DriftFindings
+def explain_covariate(
+    r: DriftResult, features: CovariateFeatures | None, window_groups: np.ndarray
 ) -> PropertyExplanation | None:
     """In the ``properties`` feature space, what moved in a drifted covariate verdict: the
     drifted groups' properties (the whole window's when none is named) against theirs in the
     reference, each tested at the verdict's threshold; None otherwise."""
-    features = findings.covariate
     if r.kind != "covariate" or r.feature_space != "properties" or not r.is_drift:
         return None
     if features is None:
         return None
     groups = r.drifted_groups
     return explain_properties(
-        features.reference[_in_groups(features.reference_groups, groups)],
-        features.window[_in_groups(inputs.batch.groups, groups)],
+        features.reference[in_groups(features.reference_groups, groups)],
+        features.window[in_groups(window_groups, groups)],
         names=PIXEL_PROPERTIES,
         threshold=r.threshold,
     )
@@ -113,7 +139,7 @@ def record_drift(
                 if r.is_drift
                 else []
             )
-            explanation = property_explanation(r, inputs, findings)
+            explanation = explain_covariate(r, findings.covariate, inputs.batch.groups)
             incidents.record_window(
                 session,
                 incidents.WindowDrift(stream.id, stream.name, window.seq, r, shifted, explanation),

@@ -83,7 +83,7 @@ from service.store.schema import (
 )
 from service.traffic.report import latest_traffic_incident, traffic_verdict_counts
 from service.traffic.served import served_accuracy
-from service.traffic.writer import traffic_writer
+from service.traffic.writer import dropped_total
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,10 @@ class StoreCollector(Collector):
         self.service_of = service_of
 
     def collect(self) -> Iterator[Metric]:
+        store = None
         try:
-            with self.service_of().store.session() as session:
+            store = self.service_of().store
+            with store.session() as session:
                 families = list(self._families(session))
             up = 1
         except (LearnstreamError, SQLAlchemyError) as exc:
@@ -119,7 +121,7 @@ class StoreCollector(Collector):
             "Predicted images this process did not keep as traffic: its capture queue was "
             "full (traffic_capture_queue).",
         )
-        dropped.add_metric([], traffic_writer(self.service_of().store).dropped)
+        dropped.add_metric([], dropped_total(store) if store is not None else 0)
         yield dropped
 
     def _families(self, session: Session) -> Iterator[Metric]:

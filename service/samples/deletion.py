@@ -37,8 +37,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from learners.memory_purge import purge_samples
-from learners.strategy_state import load_state
 from service.context import Service
 from service.errors import InvalidRequest, LearnstreamError
 from service.store.removal import delete_sample_rows, delete_traffic_rows
@@ -322,6 +320,10 @@ def _purge_states(
     service: Service, stream: str, holders: list[int], sample_ids: set[str], audit_id: int
 ) -> dict[int, dict[str, str]]:
     """Rewrite each holder's state without the samples; the new digests by version."""
+    # torch comes in with these: imported here, so every `learnstream` command does not pay it.
+    from learners.memory_purge import purge_samples
+    from learners.strategy_state import load_state
+
     digests = {}
     for version in holders:
         folder = service.registry.folder(stream, version)

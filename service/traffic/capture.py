@@ -109,7 +109,7 @@ def _insert(session: Session, stream_id: int, rows: list[dict[str, Any]], s: Set
     if not new:
         return Captured()
     closed = []
-    if window is not None and aged(window, s):
+    if window is not None and aged(window.opened_at, s):
         close_traffic_window(window)
         closed.append(window.seq)
         session.flush()

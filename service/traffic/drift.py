@@ -29,15 +29,15 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from drift.label import label_shift
-from drift.prior_shift import PriorEstimate, estimate_priors, shares
-from drift.properties import PIXEL_PROPERTIES, PropertyExplanation, explain_properties
+from drift.prior_shift import PriorEstimate, estimate_priors
+from drift.properties import PropertyExplanation
 from drift.result import DriftResult, GroupVerdict
-from drift.witness import most_shifted
 from service.alerts import incidents
 from service.context import Service
 from service.models.registry import LoadedVersion
-from service.pipeline.drift import CovariateFeatures, features_of, windowed_covariate_test
+from service.pipeline.drift import features_of, windowed_covariate_test
 from service.pipeline.inputs import ModelOutputs, model_outputs
+from service.pipeline.records import explain_covariate, risen_class_ids, witness_ids
 from service.pipeline.reference import Reference, load_reference
 from service.store.schema import Stream, Traffic, TrafficWindow, Window, utcnow
 
@@ -188,45 +188,6 @@ def combined(covariate: DriftResult, prediction: DriftResult) -> DriftResult:
     )
 
 
-def _shifted(
-    verdict: DriftResult,
-    images: TrafficImages,
-    features: CovariateFeatures,
-    predicted: np.ndarray,
-    reference_predicted: np.ndarray,
-    k: int,
-) -> list[str]:
-    """The served images that carry the alarm: the largest witness of the covariate test in
-    the drifted groups, else those of the predicted class whose share rose most."""
-    groups = verdict.drifted_groups
-    in_groups = np.isin(images.groups, groups) if groups else np.ones(len(images.ids), bool)
-    if verdict.kind == "covariate":
-        ref_in = np.isin(features.reference_groups, groups) if groups else slice(None)
-        index = np.flatnonzero(in_groups)
-        chosen = most_shifted(features.reference[ref_in], features.window[index], k)
-        return [images.ids[index[i]] for i in chosen]
-    n = int(max(predicted.max(initial=0), reference_predicted.max(initial=0))) + 1
-    rise = shares(predicted[in_groups], n) - shares(reference_predicted, n)
-    mask = in_groups & (predicted == int(np.argmax(rise)))
-    return [images.ids[i] for i in np.flatnonzero(mask)[:k]]
-
-
-def _explanation(
-    s_space: str, verdict: DriftResult, images: TrafficImages, features: CovariateFeatures
-) -> PropertyExplanation | None:
-    if s_space != "properties" or not verdict.is_drift:
-        return None
-    groups = verdict.drifted_groups
-    ref_in = np.isin(features.reference_groups, groups) if groups else slice(None)
-    win_in = np.isin(images.groups, groups) if groups else slice(None)
-    return explain_properties(
-        features.reference[ref_in],
-        features.window[win_in],
-        names=PIXEL_PROPERTIES,
-        threshold=verdict.threshold,
-    )
-
-
 @dataclass(frozen=True)
 class _Tested:
     verdict: TrafficVerdict
@@ -270,19 +231,22 @@ def run_traffic_tests(
         reference_predicted, reference.holdout.y, outputs.predictions, n_classes
     )
     result = combined(covariate, prediction)
-    carrier = covariate if covariate.is_drift else prediction
-    shifted = (
-        _shifted(
-            carrier,
-            images,
-            features,
+    shifted: list[str] = []
+    if covariate.is_drift:
+        shifted = witness_ids(
+            images.ids, images.groups, features, covariate.drifted_groups, s.incident_samples
+        )
+    elif prediction.is_drift:
+        shifted = risen_class_ids(
+            images.ids,
+            images.groups,
             outputs.predictions,
+            reference.holdout.groups,
             reference_predicted,
+            prediction.drifted_groups,
+            n_classes,
             s.incident_samples,
         )
-        if result.is_drift
-        else []
-    )
     verdict = TrafficVerdict(
         stream.name,
         seq,
@@ -293,9 +257,7 @@ def run_traffic_tests(
         priors,
         shifted,
     )
-    return _Tested(
-        verdict, result, _explanation(s.drift_feature_space, covariate, images, features)
-    )
+    return _Tested(verdict, result, explain_covariate(covariate, features, images.groups))
 
 
 def check_traffic_window(service: Service, stream: Stream, window: TrafficWindow) -> TrafficVerdict:

@@ -19,17 +19,19 @@ def traffic_verdict_counts(session: Session, stream_id: int) -> dict[str, int]:
     that could not be: no champion, too few images or reference), ``waiting`` (closed, not
     tested yet)."""
     counts = {"drift": 0, "no_drift": 0, "untested": 0, "waiting": 0}
-    for state, summary in session.execute(
-        select(TrafficWindow.state, TrafficWindow.summary).where(
-            TrafficWindow.stream_id == stream_id, TrafficWindow.state != "open"
-        )
+    tested = TrafficWindow.summary["tested"].as_boolean()
+    drift = TrafficWindow.summary["drift"].as_boolean()
+    for state, was_tested, drifted, n in session.execute(
+        select(TrafficWindow.state, tested, drift, func.count())
+        .where(TrafficWindow.stream_id == stream_id, TrafficWindow.state != "open")
+        .group_by(TrafficWindow.state, tested, drift)
     ):
         if state != "tested":
-            counts["waiting"] += 1
-        elif not (summary or {}).get("tested"):
-            counts["untested"] += 1
+            counts["waiting"] += n
+        elif not was_tested:
+            counts["untested"] += n
         else:
-            counts["drift" if summary["drift"] else "no_drift"] += 1
+            counts["drift" if drifted else "no_drift"] += n
     return counts
 
 

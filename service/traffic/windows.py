@@ -12,6 +12,7 @@ the stream's row lock, which ingest holds while it commits.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -28,9 +29,9 @@ def close_traffic_window(window: TrafficWindow) -> None:
     window.state, window.closed_at = "closed", utcnow()
 
 
-def aged(window: TrafficWindow, settings: Settings) -> bool:
-    age = (utcnow() - as_utc(window.opened_at)).total_seconds()
-    return age >= settings.traffic_window_max_age
+def aged(opened_at: datetime, settings: Settings) -> bool:
+    """Whether a traffic window opened at ``opened_at`` is old enough to close by age."""
+    return (utcnow() - as_utc(opened_at)).total_seconds() >= settings.traffic_window_max_age
 
 
 def current(session: Session, stream_id: int) -> TrafficWindow | None:
@@ -68,11 +69,11 @@ def close_aged_traffic_windows(store: Store, settings: Settings) -> dict[str, li
         except StreamConfigInvalid as exc:  # one stream's configuration must not stop the sweep
             log.error("traffic sweep skips a stream: %s", exc, extra={"stream": stream.name})
             continue
-        if (utcnow() - as_utc(opened_at)).total_seconds() < in_force.traffic_window_max_age:
+        if not aged(opened_at, in_force):
             continue
         with store.session() as session:
             window = current(session, stream.id)
-            if window is not None and aged(window, in_force):
+            if window is not None and aged(window.opened_at, in_force):
                 close_traffic_window(window)
                 closed[stream.name] = [window.seq]
     if closed:

@@ -20,14 +20,29 @@ import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from service.config import Settings
 from service.store.engine import Store
-from service.traffic.capture import Served, capture_quietly
+
+if TYPE_CHECKING:  # capture decodes with ingest's helpers, which bring torch
+    from service.traffic.capture import Served
 
 log = logging.getLogger(__name__)
 EXIT_DRAIN = 5.0
 OnClosed = Callable[[str, list[int]], None]
+
+
+def capture_and_hand_on(
+    store: Store, settings: Settings, served: Served, on_closed: OnClosed | None
+) -> None:
+    """Keep ``served`` (never failing) and tell ``on_closed`` of the traffic windows it
+    closed: what the writer does with each call, and predict itself in inline mode."""
+    from service.traffic.capture import capture_quietly
+
+    captured = capture_quietly(store, settings, served)
+    if captured.closed and on_closed is not None:
+        on_closed(served.stream.name, list(captured.closed))
 
 
 @dataclass(frozen=True)
@@ -80,9 +95,7 @@ class TrafficWriter:
         while True:
             job = self._queue.get()
             try:
-                captured = capture_quietly(self.store, job.settings, job.served)
-                if captured.closed and job.on_closed is not None:
-                    job.on_closed(job.served.stream.name, list(captured.closed))
+                capture_and_hand_on(self.store, job.settings, job.served, job.on_closed)
             except Exception:
                 log.exception("traffic: closed windows could not be handed on")
             finally:
@@ -100,6 +113,12 @@ def traffic_writer(store: Store) -> TrafficWriter:
         if writer is None:
             writer = _writers[store] = TrafficWriter(store)
         return writer
+
+
+def dropped_total(store: Store) -> int:
+    """Images this process dropped for ``store`` (0 when it never captured)."""
+    writer = _writers.get(store)
+    return writer.dropped if writer is not None else 0
 
 
 def flush_traffic(store: Store, timeout: float = 30.0) -> bool:

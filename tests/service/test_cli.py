@@ -1,28 +1,12 @@
 import json
 
-from helpers import digit_samples
+from helpers import NO_TRAFFIC, NO_TRAFFIC_DRIFT, digit_samples
 from typer.testing import CliRunner
 
 from service.cli import cli
 from service.ingest.samples import ingest
 
 runner = CliRunner()
-
-NO_TRAFFIC = {
-    "traffic": 0,
-    "traffic_windows": {"open": 0, "closed": 0, "tested": 0},
-    "labelled": 0,
-    "accuracy": None,
-    "by_group": {},
-    "by_version": {},
-    "label_delay_s": {"count": 0, "p50": None, "p90": None, "max": None},
-}
-NO_TRAFFIC_DRIFT = {
-    "traffic_windows": 0,
-    "verdicts": {"drift": 0, "no_drift": 0, "untested": 0, "waiting": 0},
-    "recent": [],
-    "incident": None,
-}
 
 
 def test_status_alerts_models_json(sqlite_service, monkeypatch) -> None:

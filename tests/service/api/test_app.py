@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from helpers import NO_TRAFFIC, NO_TRAFFIC_DRIFT
 from sqlalchemy import select
 from torchvision.io import encode_png
 
@@ -27,22 +28,6 @@ from service.store.schema import Champion
 TOKEN = "s3cret-operator-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ARCH = {"n_classes": 10, "in_channels": 1, "input_size": 28}
-
-NO_TRAFFIC = {
-    "traffic": 0,
-    "traffic_windows": {"open": 0, "closed": 0, "tested": 0},
-    "labelled": 0,
-    "accuracy": None,
-    "by_group": {},
-    "by_version": {},
-    "label_delay_s": {"count": 0, "p50": None, "p90": None, "max": None},
-}
-NO_TRAFFIC_DRIFT = {
-    "traffic_windows": 0,
-    "verdicts": {"drift": 0, "no_drift": 0, "untested": 0, "waiting": 0},
-    "recent": [],
-    "incident": None,
-}
 
 
 def png_base64(seed: int, size: int = 28) -> str:

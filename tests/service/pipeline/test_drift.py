@@ -10,7 +10,7 @@ import torch
 
 from drift.properties import PIXEL_PROPERTIES
 from service.pipeline.drift import DriftFindings, features_of, run_covariate_test
-from service.pipeline.records import property_explanation
+from service.pipeline.records import explain_covariate
 
 
 def _images(seed: int, n: int, noise: float = 0.0) -> torch.Tensor:
@@ -48,7 +48,7 @@ def test_the_properties_space_tests_ks_per_property_and_explains_the_group(tmp_p
     assert result.detector == "ks" and result.feature_space == "properties"
     assert result.drifted_groups == ["B"]
     findings = DriftFindings((result,), features)
-    explained = property_explanation(result, inputs, findings)  # type: ignore[arg-type]
+    explained = explain_covariate(result, findings.covariate, inputs.batch.groups)
     assert explained is not None
     fired = [c.name for c in explained.fired]
     print(f"fired: {fired}; {explained.sentence(since=7)}")
@@ -65,8 +65,8 @@ def test_no_explanation_without_drift_or_outside_the_properties_space(tmp_path) 
     result = run_covariate_test(service, inputs, None, features)  # type: ignore[arg-type]
     assert not result.is_drift
     findings = DriftFindings((result,), features)
-    assert property_explanation(result, inputs, findings) is None  # type: ignore[arg-type]
+    assert explain_covariate(result, findings.covariate, inputs.batch.groups) is None
     from dataclasses import replace
 
     elsewhere = replace(result, is_drift=True, feature_space="encoder")
-    assert property_explanation(elsewhere, inputs, findings) is None  # type: ignore[arg-type]
+    assert explain_covariate(elsewhere, findings.covariate, inputs.batch.groups) is None

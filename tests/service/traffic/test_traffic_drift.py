@@ -134,7 +134,7 @@ def test_the_background_writer_keeps_traffic_after_predict_answers_and_drops_whe
 
     from helpers import seeded_champion
 
-    import service.traffic.writer as writer_module
+    import service.traffic.capture as capture_module
     from service.store.schema import Traffic
     from service.traffic.writer import flush_traffic, traffic_writer
 
@@ -148,14 +148,14 @@ def test_the_background_writer_keeps_traffic_after_predict_answers_and_drops_whe
         assert sorted(session.scalars(select(Traffic.traffic_id))) == ["a", "b"]
 
     release, started = threading.Event(), threading.Event()
-    real = writer_module.capture_quietly
+    real = capture_module.capture_quietly
 
     def slow(*args: Any) -> Any:
         started.set()
         release.wait(10)
         return real(*args)
 
-    monkeypatch.setattr(writer_module, "capture_quietly", slow)
+    monkeypatch.setattr(capture_module, "capture_quietly", slow)
     predict_images(service, "s", images[2:3], ids=["c"])  # taken by the writer, held there
     assert started.wait(10)
     predict_images(service, "s", images[3:4], ids=["d"])  # waits in the queue (capacity 1)
