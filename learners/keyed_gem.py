@@ -56,16 +56,15 @@ class KeyedGEMPlugin(GEMPlugin):
         by a deletion of its samples (:mod:`learners.memory_purge`) has no gradient to give,
         so it is left out of the constraints (``G`` gets one row fewer)."""
         counter = strategy.clock.train_exp_counter
-        if all(len(self.memory_x.get(t, ())) for t in range(counter)):
+        held = {t: self.memory_x[t] for t in range(counter) if len(self.memory_x.get(t, ()))}
+        if len(held) == counter:
             super().before_training_iteration(strategy, **kwargs)
             return
-        held = {t: self.memory_x[t] for t in range(counter) if len(self.memory_x.get(t, ()))}
         saved_x, saved_y, saved_t = self.memory_x, self.memory_y, self.memory_tid
         # Avalanche's loop over range(counter), run on the held memories numbered 0.. again.
         self.memory_x = dict(enumerate(held.values()))
         self.memory_y = dict(enumerate(saved_y[t] for t in held))
         self.memory_tid = dict(enumerate(saved_t[t] for t in held))
-        clock_counter = strategy.clock.train_exp_counter
         try:
             strategy.clock.train_exp_counter = len(held)
             if held:
@@ -74,5 +73,5 @@ class KeyedGEMPlugin(GEMPlugin):
                 parameters = sum(p.numel() for p in strategy.model.parameters())
                 self.G = torch.zeros((0, parameters), device=strategy.device)
         finally:
-            strategy.clock.train_exp_counter = clock_counter
+            strategy.clock.train_exp_counter = counter
             self.memory_x, self.memory_y, self.memory_tid = saved_x, saved_y, saved_t

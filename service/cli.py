@@ -643,7 +643,7 @@ def quarantine_list(
     json_out: JsonOption = False,
 ) -> None:
     """Quarantined samples (given and suspected label, score) and windows, newest first."""
-    from service.quarantine.records import ALL, list_quarantine
+    from service.quarantine.records import ALL, list_quarantine, score_text
 
     rows = list_quarantine(_service().store, stream, status)
     if json_out:
@@ -651,7 +651,7 @@ def quarantine_list(
         return
     for q in rows:
         if q["kind"] == "sample":
-            score = f"{q['score']:.3f}" if q["score"] is not None else "-"
+            score = score_text(q["score"])
             what = (
                 f"sample {q['sample']} (group {q['group']}) labelled {q['given']}, "
                 f"believed {q['believed']} (score {score})"

@@ -349,6 +349,30 @@ def hold_by_hand(
         return hold_samples(session, record.id, window_id, flags, reason)
 
 
+def hold_window_by_hand(
+    service: Service, stream: str, window: int, reason: str = "rejected"
+) -> bool:
+    """Hold window number ``window`` as a whole, as a rejection under label drift would."""
+    from service.quarantine.records import hold_window
+    from service.store.schema import Window
+
+    with service.store.session() as session:
+        record = service.store.stream(session, stream)
+        window_id = session.scalar(
+            select(Window.id).where(Window.stream_id == record.id, Window.seq == window)
+        )
+        return hold_window(session, record.id, window_id, reason)
+
+
+def held_stream(service: Service, stream: str = "s") -> dict[int, list[tuple[int, str, int, str]]]:
+    """Stream ``stream``: 16 digits (two windows of 8); the first two samples of window 1
+    held, and window 2 as a whole; its samples per window (:func:`stream_of_windows`)."""
+    windows = stream_of_windows(service, stream, 16)
+    hold_by_hand(service, stream, 1, windows[1][:2])
+    hold_window_by_hand(service, stream, 2, "candidate v2 rejected under label drift")
+    return windows
+
+
 def seeded_champion(service: Service, stream: str = "s", seed: int = 1) -> int:
     """Stream ``stream`` (created with the defaults) served by an untrained, seeded small CNN
     promoted as its champion: predictions without any training; the version's number."""

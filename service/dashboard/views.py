@@ -31,6 +31,7 @@ from service.dashboard.data import (
 )
 from service.dashboard.explain import explanations
 from service.errors import StreamNotFound
+from service.quarantine.records import score_text
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def stream_view(service: Service, stream: str) -> dict[str, Any]:
 def _held_sample(held: dict[str, Any], image: SampleImage | None) -> dict[str, Any]:
     """A held sample of the quarantine section: its record, thumbnail (None when its pixels
     are gone) and a one-line title."""
-    score = f"{held['score']:.3f}" if held["score"] is not None else "-"
+    score = score_text(held["score"])
     return {
         **held,
         "score_text": score,

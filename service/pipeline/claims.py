@@ -13,7 +13,8 @@ from typing import Any
 from sqlalchemy import delete, select, update
 
 from service.context import Service
-from service.store.schema import DriftReport, Quarantine, Stream, Window, utcnow
+from service.quarantine.records import drop_window_hold
+from service.store.schema import DriftReport, Stream, Window, utcnow
 from service.store.streams import lock_stream
 
 
@@ -66,10 +67,7 @@ def discard_dead_attempt(service: Service, stream: Stream, window_id: int) -> No
         session.execute(delete(DriftReport).where(DriftReport.window_id == window_id))
         # A hold of the whole window by the dead attempt's rejection: the retry decides again
         # and must train and gate on the window itself.
-        session.execute(
-            delete(Quarantine).where(Quarantine.window_id == window_id, Quarantine.kind == "window")
-        )
-        session.execute(update(Window).where(Window.id == window_id).values(quarantined=False))
+        drop_window_hold(session, window_id)
     service.registry.discard_unfinished(stream, window_id)
 
 

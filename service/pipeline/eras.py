@@ -16,6 +16,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.store.schema import Window
 
 Eras = dict[str, int]  # group -> number of the window its era began at (0: never shifted)
 
@@ -62,3 +66,17 @@ def in_era(groups: np.ndarray, window_numbers: np.ndarray, eras: Mapping[str, in
     """
     start = np.array([eras.get(str(g), 0) for g in groups], dtype=np.int64)
     return np.asarray(window_numbers, dtype=np.int64) >= start
+
+
+def latest_eras(session: Session, stream_id: int) -> tuple[int, dict[str, int]]:
+    """The number of the stream's latest processed labelled window and its groups' eras
+    as they stand after it (what traffic and retention compare with now)."""
+    row = session.execute(
+        select(Window.seq, Window.summary)
+        .where(Window.stream_id == stream_id, Window.state == "processed")
+        .order_by(Window.seq.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return 0, {}
+    return int(row.seq), dict((row.summary or {}).get("eras") or {})

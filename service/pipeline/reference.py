@@ -47,11 +47,12 @@ class Reference:
 SCAN = 200  # processed windows read back at most to fill a reference
 
 
-def _reference_windows(
+def reference_window_ids(
     session: Session, stream_id: int, seq: int, eras: Mapping[str, int], limit: int
 ) -> list[int]:
-    """The reference windows before window number ``seq``, newest first, up to the one that
-    brings ``limit`` held-out samples of groups in their era (quarantine left out)."""
+    """Ids of the reference windows before window number ``seq``, newest first, up to the one
+    that brings ``limit`` held-out samples of groups in their era (quarantine left out); what
+    the retention sweep must keep."""
     rows = session.execute(
         select(Window.id, Window.seq)
         .where(
@@ -86,14 +87,6 @@ def _reference_windows(
     return chosen
 
 
-def reference_window_ids(
-    session: Session, stream_id: int, seq: int, eras: Mapping[str, int], limit: int
-) -> list[int]:
-    """Ids of the windows the reference of window number ``seq`` is drawn from (what the
-    retention sweep must keep)."""
-    return _reference_windows(session, stream_id, seq, eras, limit)
-
-
 def _error_history(unseen: Batch, predictions: np.ndarray) -> dict[str, list[bool]]:
     """Per group, whether each prediction on ``unseen`` was wrong, in arrival (row id) order.
 
@@ -122,11 +115,14 @@ def load_reference(
     ``features``: embed it in the champion's penultimate layer."""
     with store.session() as session:
         learned = [int(w) for w in champion.manifest["windows"]]
-        unheld = session.scalars(
-            select(Window.id).where(Window.id.in_(learned), Window.quarantined.is_(False))
-        ).all()
         windows = (
-            _reference_windows(session, stream.id, seq, eras, limit) or list(unheld) or learned
+            reference_window_ids(session, stream.id, seq, eras, limit)
+            or list(
+                session.scalars(
+                    select(Window.id).where(Window.id.in_(learned), Window.quarantined.is_(False))
+                )
+            )
+            or learned
         )
         data = load_batch(session, stream, windows)
         numbers = dict(

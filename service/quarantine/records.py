@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from service.errors import InvalidRequest
@@ -90,6 +90,23 @@ def hold_window(session: Session, stream_id: int, window_id: int, reason: str) -
     )
     session.execute(update(Window).where(Window.id == window_id).values(quarantined=True))
     return True
+
+
+def drop_window_hold(session: Session, window_id: int) -> None:
+    """Undo :func:`hold_window` as if it never happened: no record, the window not held."""
+    session.execute(
+        delete(Quarantine).where(Quarantine.window_id == window_id, Quarantine.kind == "window")
+    )
+    session.execute(update(Window).where(Window.id == window_id).values(quarantined=False))
+
+
+def score_text(score: float | None) -> str:
+    """A held sample's score as the CLI and the dashboard show it.
+
+    >>> score_text(0.01234), score_text(None)
+    ('0.012', '-')
+    """
+    return f"{score:.3f}" if score is not None else "-"
 
 
 def flags_from(

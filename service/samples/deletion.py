@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 
 from service.context import Service
 from service.errors import InvalidRequest, LearnstreamError
+from service.store.bulk import chunks
 from service.store.removal import delete_sample_rows, delete_traffic_rows
 from service.store.schema import Deletion, ModelVersion, Sample, Stream, iso, utcnow
 from service.store.streams import lock_stream
@@ -61,7 +62,6 @@ FILES_CHANGED = (
     "before deleting again)"
 )
 TOO_LONG = "{name} must be 1 to {limit} characters"
-CHUNK = 500  # ids per IN list
 
 
 class DeletionRefused(LearnstreamError):
@@ -176,6 +176,7 @@ class _Selected:
     rows: list[int]
     sample_ids: set[str]
     window_ids: set[int]
+    pictures: set[str]  # their content digests: predictions sent without an id are named so
 
 
 def _as_text(value: Any) -> str:
@@ -183,16 +184,16 @@ def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
-def _chunks(values: list[Any]) -> Iterable[list[Any]]:
-    for start in range(0, len(values), CHUNK):
-        yield values[start : start + CHUNK]
-
-
 def _select(session: Session, stream_id: int, criteria: Criteria) -> _Selected:
     """The stream's samples meeting every criterion."""
-    base = select(Sample.id, Sample.sample_id, Sample.window_id, Sample.split, Sample.meta).where(
-        Sample.stream_id == stream_id
-    )
+    base = select(
+        Sample.id,
+        Sample.sample_id,
+        Sample.window_id,
+        Sample.split,
+        Sample.meta,
+        Sample.content_digest,
+    ).where(Sample.stream_id == stream_id)
     if criteria.group is not None:
         base = base.where(Sample.group == criteria.group)
     if criteria.before is not None:
@@ -201,7 +202,7 @@ def _select(session: Session, stream_id: int, criteria: Criteria) -> _Selected:
     if criteria.ids:
         rows = [
             r
-            for chunk in _chunks(list(criteria.ids))
+            for chunk in chunks(list(criteria.ids))
             for r in session.execute(base.where(Sample.sample_id.in_(chunk))).all()
         ]
         if criteria.rows:
@@ -210,7 +211,7 @@ def _select(session: Session, stream_id: int, criteria: Criteria) -> _Selected:
     elif criteria.rows:
         rows = [
             r
-            for chunk in _chunks(list(criteria.rows))
+            for chunk in chunks(list(criteria.rows))
             for r in session.execute(base.where(Sample.id.in_(chunk))).all()
         ]
     else:
@@ -227,6 +228,7 @@ def _select(session: Session, stream_id: int, criteria: Criteria) -> _Selected:
         rows=sorted({int(r.id) for r in rows}),
         sample_ids={str(r.sample_id) for r in rows},
         window_ids={int(r.window_id) for r in rows if r.split == "train"},
+        pictures={str(r.content_digest) for r in rows if r.content_digest is not None},
     )
 
 
@@ -385,22 +387,11 @@ def delete_samples(
         audit_id = audit.id
     digests = _purge_states(service, stream, found.holders, selected.sample_ids, audit_id)
     with service.store.session() as session:
-        # Predictions sent without an id are named by their picture's digest.
-        rows = sorted(selected.rows) if not criteria.rows else []
-        pictures = {
-            str(d)
-            for start in range(0, len(rows), 500)  # bounded IN lists
-            for d in session.scalars(
-                select(Sample.content_digest).where(
-                    Sample.id.in_(rows[start : start + 500]), Sample.content_digest.is_not(None)
-                )
-            )
-        }
         removed = delete_sample_rows(session, record.id, selected.rows)
         deleted = removed.count
         traffic = 0
         if not criteria.rows:  # an operator's deletion: a person's predicted images go too
-            named = selected.sample_ids | set(criteria.ids) | pictures
+            named = selected.sample_ids | set(criteria.ids) | selected.pictures
             traffic = delete_traffic_rows(session, record.id, named) if named else 0
         for row in session.scalars(
             select(ModelVersion).where(

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from service.config import Settings
 from service.context import Service
+from service.pipeline.eras import latest_eras
 from service.pipeline.reference import reference_window_ids
 from service.samples.deletion import Criteria, DeletionResult, delete_samples
 from service.store.schema import Sample, Stream, Window, as_utc, utcnow
@@ -67,7 +68,7 @@ def protected_windows(session: Session, stream_id: int, settings: Settings) -> s
         select(Window.id).where(Window.stream_id == stream_id, Window.state != "processed")
     ).all()
     processed = session.execute(
-        select(Window.id, Window.seq, Window.summary, Window.quarantined)
+        select(Window.id, Window.quarantined)
         .where(Window.stream_id == stream_id, Window.state == "processed")
         .order_by(Window.seq.desc())
     ).all()
@@ -77,7 +78,7 @@ def protected_windows(session: Session, stream_id: int, settings: Settings) -> s
     next_seq = (
         session.scalar(select(func.max(Window.seq)).where(Window.stream_id == stream_id)) or 0
     ) + 1
-    eras = ((processed[0].summary or {}).get("eras") or {}) if processed else {}
+    _, eras = latest_eras(session, stream_id)
     reference = reference_window_ids(session, stream_id, next_seq, eras, settings.reference_size)
     return {int(w) for w in unfinished} | set(latest) | {int(w) for w in reference}
 

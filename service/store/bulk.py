@@ -11,8 +11,8 @@ the statement's text is the same whatever the call's size and the server keeps i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, any_, bindparam, insert
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -21,6 +21,20 @@ from sqlalchemy.types import String
 
 from service.errors import StoreUnavailable
 from service.store.schema import Sample
+
+T = TypeVar("T")
+CHUNK = 500  # values per IN list: bounded statements on every backend
+
+
+def chunks(values: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    """``values`` in consecutive slices of at most ``size`` (for bounded IN lists).
+
+    >>> [list(c) for c in chunks([1, 2, 3], 2)]
+    [[1, 2], [3]]
+    """
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
 
 # (attribute of Sample, its column, its PostgreSQL type for a binary COPY)
 _COPY_COLUMNS = (

@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from service.store.bulk import chunks
 from service.store.engine import Store
 from service.store.schema import (
     Alert,
@@ -69,8 +70,9 @@ def delete_stream(store: Store, model_dir: Path, name: str) -> bool:
 
 @dataclass(frozen=True)
 class RemovedSamples:
-    """How many samples a deletion removed, and the image-store files no sample names any
-    more (to discard once the deletion committed: a rollback must find them still there)."""
+    """How many samples a deletion removed, and the image-store files they named: candidates
+    to discard once the deletion committed (a rollback must find them still there), each
+    checked again under the stream's lock, as another sample may name the same picture."""
 
     count: int
     orphaned_images: set[str] = field(default_factory=set)
@@ -86,8 +88,7 @@ def delete_sample_rows(
     delete here. Windows stay (their ``size`` remains the count they received)."""
     ids = sorted({int(i) for i in row_ids})
     deleted, in_files = 0, set()
-    for start in range(0, len(ids), 500):  # bounded IN lists
-        chunk = ids[start : start + 500]
+    for chunk in chunks(ids):
         in_files |= set(
             session.scalars(
                 select(Sample.content_digest).where(
@@ -102,14 +103,7 @@ def delete_sample_rows(
             delete(Sample).where(Sample.stream_id == stream_id, Sample.id.in_(chunk))
         )
         deleted += int(result.rowcount or 0)  # type: ignore[attr-defined]
-    still_named = set(
-        session.scalars(
-            select(Sample.content_digest).where(
-                Sample.stream_id == stream_id, Sample.content_digest.in_(sorted(in_files))
-            )
-        )
-    )
-    return RemovedSamples(deleted, {str(d) for d in in_files - still_named})
+    return RemovedSamples(deleted, {str(d) for d in in_files})
 
 
 def delete_traffic_rows(session: Session, stream_id: int, traffic_ids: Collection[str]) -> int:
@@ -117,11 +111,9 @@ def delete_traffic_rows(session: Session, stream_id: int, traffic_ids: Collectio
     predictions were sent with, or content digests), in the caller's transaction; how many."""
     names = sorted({str(i) for i in traffic_ids})
     deleted = 0
-    for start in range(0, len(names), 500):  # bounded IN lists
+    for chunk in chunks(names):
         result = session.execute(
-            delete(Traffic).where(
-                Traffic.stream_id == stream_id, Traffic.traffic_id.in_(names[start : start + 500])
-            )
+            delete(Traffic).where(Traffic.stream_id == stream_id, Traffic.traffic_id.in_(chunk))
         )
         deleted += int(result.rowcount or 0)  # type: ignore[attr-defined]
     return deleted

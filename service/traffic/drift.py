@@ -36,10 +36,11 @@ from service.alerts import incidents
 from service.context import Service
 from service.models.registry import LoadedVersion
 from service.pipeline.drift import features_of, windowed_covariate_test
+from service.pipeline.eras import latest_eras
 from service.pipeline.inputs import ModelOutputs, model_outputs
 from service.pipeline.records import explain_covariate, risen_class_ids, witness_ids
 from service.pipeline.reference import Reference, load_reference
-from service.store.schema import Stream, Traffic, TrafficWindow, Window, utcnow
+from service.store.schema import Stream, Traffic, TrafficWindow, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -150,20 +151,6 @@ def load_traffic(session: Session, stream: Stream, window_id: int) -> TrafficIma
         ids=[r.traffic_id for r in rows],
         groups=np.array([r.group if r.group is not None else UNNAMED for r in rows], dtype=object),
     )
-
-
-def latest_eras(session: Session, stream_id: int) -> tuple[int, dict[str, int]]:
-    """The number of the stream's latest processed labelled window and its groups' eras
-    (:mod:`service.pipeline.eras`): traffic is compared with what the champion knows now."""
-    row = session.execute(
-        select(Window.seq, Window.summary)
-        .where(Window.stream_id == stream_id, Window.state == "processed")
-        .order_by(Window.seq.desc())
-        .limit(1)
-    ).first()
-    if row is None:
-        return 0, {}
-    return int(row.seq), dict((row.summary or {}).get("eras") or {})
 
 
 def combined(covariate: DriftResult, prediction: DriftResult) -> DriftResult:

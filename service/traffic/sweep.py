@@ -17,18 +17,18 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from service.config import Settings
+from service.store.bulk import chunks
 from service.store.engine import Store
 from service.store.schema import Stream, Traffic, utcnow
 from service.streams.configuration import StreamConfigInvalid, settings_for
 from service.traffic.windows import close_aged_traffic_windows
 
 log = logging.getLogger(__name__)
-CHUNK = 500  # ids per DELETE
 
 
 def _delete_rows(session: Session, ids: list[int]) -> int:
-    for start in range(0, len(ids), CHUNK):
-        session.execute(delete(Traffic).where(Traffic.id.in_(ids[start : start + CHUNK])))
+    for chunk in chunks(ids):
+        session.execute(delete(Traffic).where(Traffic.id.in_(chunk)))
     return len(ids)
 
 

@@ -8,14 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import CLASS_NAMES, hold_by_hand, make_settings, stream_of_windows
-from sqlalchemy import select
+from helpers import CLASS_NAMES, held_stream, make_settings
 from typer.testing import CliRunner
 
 from service.cli import cli
 from service.context import Service, set_service
-from service.quarantine.records import hold_window, list_quarantine
-from service.store.schema import Window
+from service.quarantine.records import list_quarantine
 
 runner = CliRunner()
 Rows = dict[int, list[tuple[int, str, int, str]]]
@@ -33,15 +31,7 @@ def service(tmp_path: Path) -> Iterator[Service]:
 @pytest.fixture
 def held(service: Service) -> Rows:
     """Stream ``s``: the first two samples of window 1 held, and window 2 as a whole."""
-    windows = stream_of_windows(service, "s", 16)
-    hold_by_hand(service, "s", 1, windows[1][:2])
-    with service.store.session() as session:
-        record = service.store.stream(session, "s")
-        window_id = session.scalar(
-            select(Window.id).where(Window.stream_id == record.id, Window.seq == 2)
-        )
-        hold_window(session, record.id, window_id, "candidate v2 rejected under label drift")
-    return windows
+    return held_stream(service)
 
 
 def _cli(*args: str) -> tuple[int, str]:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from helpers import NO_TRAFFIC, NO_TRAFFIC_DRIFT
+from helpers import NO_TRAFFIC, NO_TRAFFIC_DRIFT, held_stream
 from sqlalchemy import select
 from torchvision.io import encode_png
 
@@ -265,26 +265,8 @@ def test_unknown_streams_and_versions_are_404_with_the_error_shape(
 # Operator writes
 
 
-def _held_stream(service: Service) -> dict[int, list[tuple[int, str, int, str]]]:
-    """Stream ``s``: windows 1 and 2 of 8 digits; two samples of window 1 held, and window 2."""
-    from helpers import hold_by_hand, stream_of_windows
-
-    from service.quarantine.records import hold_window
-    from service.store.schema import Window
-
-    windows = stream_of_windows(service, "s", 16)
-    hold_by_hand(service, "s", 1, windows[1][:2])
-    with service.store.session() as session:
-        record = service.store.stream(session, "s")
-        window_id = session.scalar(
-            select(Window.id).where(Window.stream_id == record.id, Window.seq == 2)
-        )
-        hold_window(session, record.id, window_id, "candidate v2 rejected under label drift")
-    return windows
-
-
 def test_quarantine_lists_and_operator_decisions(client: TestClient, service: Service) -> None:
-    windows = _held_stream(service)
+    windows = held_stream(service)
     first, second = windows[1][0][1], windows[1][1][1]
     held = client.get("/v1/quarantine", params={"stream": "s"})
     assert held.status_code == 200, held.text
@@ -329,7 +311,7 @@ def test_quarantine_lists_and_operator_decisions(client: TestClient, service: Se
 def test_quarantine_requests_that_name_nothing_or_no_one_are_422(
     client: TestClient, service: Service
 ) -> None:
-    _held_stream(service)
+    held_stream(service)
     post = "/v1/quarantine/release"
     nothing = client.post(post, json={"stream": "s", "by": "alice"}, headers=AUTH)
     assert_error(nothing, 422, "invalid_request", contains="name the samples (ids) or windows")

@@ -215,10 +215,10 @@ def test_versions_list_their_windows_by_number(stored: Service) -> None:
 def test_the_quarantine_section_shows_held_samples_with_thumbnails(
     stored: Service, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from helpers import hold_by_hand
+    from helpers import hold_by_hand, hold_window_by_hand
 
     from service.dashboard import data as dashboard_data
-    from service.quarantine.records import decide, hold_window
+    from service.quarantine.records import decide
     from service.store.schema import Window
 
     with stored.store.session() as session:
@@ -229,9 +229,7 @@ def test_the_quarantine_section_shows_held_samples_with_thumbnails(
             .order_by(Sample.seq)
             .limit(4)
         ).all()
-        window_2 = session.scalar(select(Window.id).where(Window.seq == 2))
-        stream_id = session.scalar(select(Stream.id).where(Stream.name == "s"))
-        hold_window(session, stream_id, window_2, "candidate v2 rejected under label drift")
+    hold_window_by_hand(stored, "s", 2, "candidate v2 rejected under label drift")
     hold_by_hand(stored, "s", 1, [tuple(r) for r in rows])
     ids = [r.sample_id for r in rows]
     decide(stored.store, "s", "released", ids=[ids[0]], by="alice")

@@ -8,13 +8,13 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from helpers import CLASS_NAMES, hold_by_hand, make_settings, stream_of_windows
+from helpers import CLASS_NAMES, hold_by_hand, hold_window_by_hand, make_settings, stream_of_windows
 from sqlalchemy import func, select
 
 from service.context import Service
 from service.errors import InvalidRequest, StreamNotFound
 from service.quarantine import records
-from service.quarantine.records import decide, hold_window, list_quarantine, quarantine_counts
+from service.quarantine.records import decide, list_quarantine, quarantine_counts
 from service.store.batches import load_batch
 from service.store.schema import Quarantine, Sample, Window
 
@@ -63,15 +63,6 @@ def _window_flag(service: Service, stream: str, seq: int) -> bool:
         )
 
 
-def _hold_window(service: Service, stream: str, seq: int, reason: str = "rejected") -> bool:
-    with service.store.session() as session:
-        record = service.store.stream(session, stream)
-        window_id = session.scalar(
-            select(Window.id).where(Window.stream_id == record.id, Window.seq == seq)
-        )
-        return hold_window(session, record.id, window_id, reason)
-
-
 def _count(service: Service) -> int:
     with service.store.session() as session:
         return int(session.scalar(select(func.count()).select_from(Quarantine)) or 0)
@@ -111,8 +102,8 @@ def test_held_samples_are_flagged_and_recorded_once(service: Service, windows: R
 
 def test_a_window_is_held_once(service: Service, windows: Rows) -> None:
     assert not _window_flag(service, "s", 2)
-    assert _hold_window(service, "s", 2, "candidate v3 rejected under label drift") is True
-    assert _hold_window(service, "s", 2, "again") is False
+    assert hold_window_by_hand(service, "s", 2, "candidate v3 rejected under label drift") is True
+    assert hold_window_by_hand(service, "s", 2, "again") is False
     assert _window_flag(service, "s", 2) and not _window_flag(service, "s", 1)
     (entry,) = list_quarantine(service.store, "s")
     assert entry["kind"] == "window" and entry["window"] == 2
@@ -123,7 +114,7 @@ def test_a_window_is_held_once(service: Service, windows: Rows) -> None:
 
 def test_listing_per_status_names_the_classes(service: Service, windows: Rows) -> None:
     hold_by_hand(service, "s", 1, windows[1][:3])
-    _hold_window(service, "s", 2)
+    hold_window_by_hand(service, "s", 2)
     first, second, third = (s for _, s, _, _ in windows[1][:3])
     decide(service.store, "s", "released", ids=[first], by="alice", note="label was right")
     decide(service.store, "s", "confirmed", ids=[second], by="bob")
@@ -190,8 +181,8 @@ def test_confirm_keeps_the_sample_out(service: Service, windows: Rows) -> None:
 
 
 def test_release_of_a_window_by_number(service: Service, windows: Rows) -> None:
-    _hold_window(service, "s", 1)
-    _hold_window(service, "s", 2)
+    hold_window_by_hand(service, "s", 1)
+    hold_window_by_hand(service, "s", 2)
     hold_by_hand(service, "s", 2, windows[2][:2])
     decided = decide(service.store, "s", "released", windows=[2], by="frank")
     assert decided.to_dict() == {"released": 1, "samples": [], "windows": [2]}
@@ -210,7 +201,7 @@ def test_everything_decides_all_the_stream_holds_and_nothing_else(
     other = stream_of_windows(service, "t", 8, seed=1)
     hold_by_hand(service, "s", 1, windows[1][:2])
     hold_by_hand(service, "s", 2, windows[2][:1])
-    _hold_window(service, "s", 2)
+    hold_window_by_hand(service, "s", 2)
     hold_by_hand(service, "t", 1, other[1][:1])
 
     decided = decide(service.store, "s", "released", everything=True, by="grace")
