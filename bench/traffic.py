@@ -55,6 +55,7 @@ from service.models.serving import predict_images
 from service.pipeline.processor import process_pending
 from service.store.schema import Alert, Sample, Traffic, TrafficWindow, Window
 from service.traffic.served import served_accuracy
+from service.traffic.writer import flush_traffic
 
 STREAM = "bench"
 NEVER = 10**6  # a window number no run reaches
@@ -83,14 +84,20 @@ class Recorder:
     def send_images(
         self, stream: str, images: list[str], ids: list[str], groups: list[str]
     ) -> dict[str, Any]:
+        closed: list[int] = []
         answer = predict_images(
             self.service,
             stream,
             images,
             ids=ids,
             groups=groups,
-            on_traffic_closed=lambda name, _: process_pending(self.service, name),
+            on_traffic_closed=lambda _, numbers: closed.extend(numbers),
         )
+        # The default background writer keeps the traffic; the learner (here, this thread,
+        # as the queued learnstream.process_window would) tests the windows it closed.
+        flush_traffic(self.service.store)
+        if closed:
+            process_pending(self.service, stream)
         for i, g, p in zip(ids, groups, answer["predictions"], strict=True):
             self.answers.setdefault(i, (p["label"], g))
         return answer

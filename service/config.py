@@ -213,6 +213,14 @@ class Settings(BaseSettings):
         description="Predict calls whose traffic may wait for the background writer; beyond "
         "it a call's images are not kept (counted in learnstream_traffic_dropped_total).",
     )
+    traffic_p_value: float = Field(
+        default=0.005,
+        gt=0.0,
+        lt=1.0,
+        description="Significance of a traffic window's drift verdict before correction for "
+        "groups, split between its two tests (served images, predicted classes): half "
+        "drift_p_value by default, as traffic windows come often and each alarm pages.",
+    )
     traffic_window_size: int = Field(
         default=256,
         ge=1,

@@ -30,6 +30,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "retention": ("retention_max_age", "retention_max_samples"),
     "traffic": (
         "traffic_capture",
+        "traffic_p_value",
         "traffic_window_size",
         "traffic_window_max_age",
         "traffic_max_rows",

@@ -1,8 +1,9 @@
 """Drift on traffic: each closed traffic window tested against the champion's reference,
 before any of its labels arrive.
 
-Two tests, each at half of ``drift_p_value`` (Bonferroni over the pair) and corrected over
-the groups as the labelled tests are: the covariate test of the served images, in the
+Two tests, each at half of ``traffic_p_value`` (Bonferroni over the pair; the default is
+half of ``drift_p_value``: traffic windows come often, and each alarm pages) and corrected
+over the groups as the labelled tests are: the covariate test of the served images, in the
 stream's feature space, overall and per group (the caller's groups; images sent without one
 are tested overall only); and the chi-square of the classes the champion predicts on them
 against those it predicts on the reference (a label-shift signal that needs no labels),
@@ -195,7 +196,7 @@ def run_traffic_tests(
     penultimate = s.drift_feature_space == "penultimate"
     outputs: ModelOutputs = model_outputs(champion.model, images.x, features=penultimate)
     features = features_of(s, images.x, outputs.features, reference)
-    half = s.drift_p_value / 2  # two tests per traffic window
+    half = s.traffic_p_value / 2  # two tests per traffic window
     groups = images.groups.tolist()
     covariate = windowed_covariate_test(
         s, features, groups, seed=s.seed + SEED_OFFSET + seq, p_value=half

@@ -4,9 +4,11 @@ A prediction's answer must not wait for its traffic to be stored (a transaction,
 about half of a one-image call on SQLite). With ``traffic_capture_mode="background"`` (the
 default) predict puts what it served on a bounded in-process queue and one daemon thread per
 store writes it (:func:`service.traffic.capture.capture_quietly`), then tells
-``on_closed`` of the traffic windows it closed. The queue is the capture's rate bound: when
-``traffic_capture_queue`` calls are waiting, a call's images are dropped and counted
-(``learnstream_traffic_dropped_total``), never the prediction. Traffic is a sample of what
+``on_closed`` of the traffic windows it closed, on that thread: ``on_closed`` must be quick
+(the task and the API queue ``learnstream.process_window``), or the queue backs up. The
+queue is the capture's rate bound: when ``traffic_capture_queue`` calls are waiting, a
+call's images are dropped and counted (``learnstream_traffic_dropped_total``), never the
+prediction. Traffic is a sample of what
 was served, not data the service learns from: what the queue holds when the process dies
 is lost, and at exit the writer drains it for up to :data:`EXIT_DRAIN` seconds.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import queue
 import threading
 import weakref
@@ -59,13 +62,14 @@ class TrafficWriter:
         self.store = store
         self.dropped = 0  # images dropped because the queue was full
         self._queue: queue.Queue[_Job] | None = None
+        self._pid = 0  # the process whose thread drains the queue (a fork has none)
         self._lock = threading.Lock()
 
     def submit(self, settings: Settings, served: Served, on_closed: OnClosed | None) -> bool:
         """Queue one call's capture; False (its images dropped and counted) when full."""
         with self._lock:
-            if self._queue is None:
-                self._queue = queue.Queue(maxsize=settings.traffic_capture_queue)
+            if self._queue is None or self._pid != os.getpid():
+                self._queue, self._pid = queue.Queue(settings.traffic_capture_queue), os.getpid()
                 threading.Thread(target=self._run, name="traffic-writer", daemon=True).start()
         try:
             self._queue.put_nowait(_Job(settings, served, on_closed))
