@@ -31,6 +31,7 @@ from service.config import (
 from service.context import Service, get_service, set_service
 from service.errors import LearnstreamError
 from service.samples.cli import samples_cli
+from service.store.schema import MAX_INT
 from service.streams.cli import streams_cli
 
 if TYPE_CHECKING:
@@ -594,7 +595,7 @@ def _short(message: str, more: int = 0) -> str:
 @alerts_cli.command("ack")
 def alerts_ack(
     alert_id: Annotated[
-        int, typer.Argument(metavar="ID", min=1, max=2**31 - 1, help="Alert id (see `alerts`).")
+        int, typer.Argument(metavar="ID", min=1, max=MAX_INT, help="Alert id (see `alerts`).")
     ],
     by: Annotated[str, typer.Option(help="Who acknowledges.")] = "operator",
     json_out: JsonOption = False,
@@ -671,7 +672,7 @@ def _listed(text: str | None) -> list[str]:
 def _window_numbers(text: str | None) -> list[int]:
     numbers = []
     for item in _listed(text):
-        if not item.isdigit() or not 1 <= int(item) <= 2**31 - 1:
+        if not item.isdigit() or not 1 <= int(item) <= MAX_INT:
             _fail(f"--windows: expected window numbers (1, 2, ...), got {item!r}")
         numbers.append(int(item))
     return numbers

@@ -72,11 +72,11 @@ from service.errors import (
 from service.ingest.rejections import record_unreadable_call
 from service.queries.listings import list_alerts, list_drift, list_models, list_windows, status
 from service.queries.metrics import metrics_registry
+from service.store.schema import MAX_INT
 from service.streams.catalog import describe_stream, list_streams
 
 log = logging.getLogger(__name__)
 
-MAX_INT = 2**31 - 1  # the store's integer columns (PostgreSQL ``integer``)
 SAMPLES_PATH = "/v1/samples"
 
 OnWindowsClosed = Callable[[str, list[int]], None]

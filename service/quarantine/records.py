@@ -20,12 +20,12 @@ from sqlalchemy.orm import Session
 
 from service.errors import InvalidRequest
 from service.store.engine import Store
-from service.store.schema import Quarantine, Sample, Stream, Window, iso, utcnow
+from service.store.schema import BY_LENGTH, Quarantine, Sample, Stream, Window, iso, utcnow
 
 Status = Literal["held", "released", "confirmed"]
 STATUSES: tuple[str, ...] = ("held", "released", "confirmed")
 ALL = "all"  # a listing of every status
-MAX_BY = 128  # characters of ``decided_by`` (its column)
+MAX_BY = BY_LENGTH
 
 UNKNOWN_STATUS = "status: must be one of held, released, confirmed or all, got {status!r}"
 NO_BY = "by: say who decides (an operator's name)"

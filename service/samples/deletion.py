@@ -41,7 +41,7 @@ from service.context import Service
 from service.errors import InvalidRequest, LearnstreamError
 from service.store.bulk import chunks
 from service.store.removal import delete_sample_rows, delete_traffic_rows
-from service.store.schema import Deletion, ModelVersion, Sample, Stream, iso, utcnow
+from service.store.schema import BY_LENGTH, Deletion, ModelVersion, Sample, Stream, iso, utcnow
 from service.store.streams import lock_stream
 
 log = logging.getLogger(__name__)
@@ -357,8 +357,8 @@ def delete_samples(
         raise InvalidRequest(NO_BY)
     if not reason:
         raise InvalidRequest(NO_REASON)
-    if len(by) > 128:
-        raise InvalidRequest(TOO_LONG.format(name="--by", limit=128))
+    if len(by) > BY_LENGTH:
+        raise InvalidRequest(TOO_LONG.format(name="--by", limit=BY_LENGTH))
     if criteria.empty:
         raise InvalidRequest(NO_CRITERIA)
     with service.store.session() as session:

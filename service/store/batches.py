@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +47,14 @@ class Batch:
         return torch.from_numpy(self.y.astype(np.int64))
 
 
+def images_tensor(stored: Sequence[bytes], stream: Stream) -> torch.Tensor:
+    """Stored pixels (uint8 at the stream's shape, one image each) as one ``(N, C, H, W)``
+    tensor; samples and traffic keep their images alike."""
+    shape = (stream.channels, stream.size, stream.size)
+    pixels = np.frombuffer(b"".join(stored), dtype=np.uint8)
+    return torch.from_numpy(pixels.reshape((len(stored), *shape)).copy())
+
+
 def load_batch(
     session: Session,
     stream: Stream,
@@ -72,13 +81,8 @@ def load_batch(
     if not quarantined:
         query = query.where(Sample.quarantined.is_(False))
     rows = session.execute(query.order_by(Sample.seq)).all()
-    shape = (stream.channels, stream.size, stream.size)
-    if rows:
-        stored = read_pixels(session, [(r.pixels, r.content_digest) for r in rows])
-        pixels = np.frombuffer(b"".join(stored), dtype=np.uint8)
-        x = torch.from_numpy(pixels.reshape((len(rows), *shape)).copy())
-    else:
-        x = torch.zeros((0, *shape), dtype=torch.uint8)
+    stored = read_pixels(session, [(r.pixels, r.content_digest) for r in rows]) if rows else []
+    x = images_tensor(stored, stream)
     return Batch(
         row_ids=np.array([r.id for r in rows], dtype=np.int64),
         sample_ids=[r.sample_id for r in rows],

@@ -23,6 +23,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+MAX_INT = 2**31 - 1  # the integer columns' largest value (PostgreSQL ``integer``)
+BY_LENGTH = 128  # characters of who decided: a deletion's ``by``, quarantine's ``decided_by``
+
 
 def utcnow() -> datetime:
     """Timezone-aware now, the only clock the store uses."""
@@ -155,7 +158,7 @@ class Deletion(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     stream_id: Mapped[int] = mapped_column(ForeignKey("streams.id"))
-    by: Mapped[str] = mapped_column(String(128))
+    by: Mapped[str] = mapped_column(String(BY_LENGTH))
     reason: Mapped[str] = mapped_column(Text)
     # How the samples were chosen (ids, meta, group, before; or the retention limits).
     criteria: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -254,7 +257,7 @@ class Quarantine(Base):
     believed: Mapped[int | None] = mapped_column(Integer, nullable=True)
     score: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    decided_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(String(BY_LENGTH), nullable=True)
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
 

@@ -41,6 +41,7 @@ from service.pipeline.eras import latest_eras
 from service.pipeline.inputs import ModelOutputs, model_outputs
 from service.pipeline.records import explain_covariate, risen_class_ids, witness_ids
 from service.pipeline.reference import Reference, load_reference
+from service.store.batches import images_tensor
 from service.store.schema import Stream, Traffic, TrafficWindow, utcnow
 
 log = logging.getLogger(__name__)
@@ -145,10 +146,8 @@ def load_traffic(session: Session, stream: Stream, window_id: int) -> TrafficIma
         .where(Traffic.window_id == window_id)
         .order_by(Traffic.id)
     ).all()
-    shape = (stream.channels, stream.size, stream.size)
-    pixels = np.frombuffer(b"".join(r.pixels for r in rows), dtype=np.uint8)
     return TrafficImages(
-        x=torch.from_numpy(pixels.reshape((len(rows), *shape)).copy()),
+        x=images_tensor([r.pixels for r in rows], stream),
         ids=[r.traffic_id for r in rows],
         groups=np.array([r.group if r.group is not None else UNNAMED for r in rows], dtype=object),
     )
