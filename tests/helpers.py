@@ -192,7 +192,8 @@ def play_demo(
     *,
     label_screen: bool = False,
 ) -> tuple[Service, dict[str, Any]]:
-    """A demo run in this process through the calls the Celery tasks make; its summary.
+    """A demo run in this process through the calls the Celery tasks make; its summary
+    (predictions are answered, but none is kept as traffic).
 
     The label screen is off unless asked: these demos test the gate on the corrupted window,
     whose labels the screen would otherwise hold back before they train."""
@@ -205,7 +206,10 @@ def play_demo(
         window_size=plan.window_size,
         operator_token=DEMO_TOKEN,
         label_screen=label_screen,
-        traffic_capture_mode="inline",
+        # No traffic: these demos test the gate and the screen, and each traffic window's
+        # covariate test costs seconds; the main job's traffic is tested by
+        # test_learnstream_run and tests/service/traffic.
+        traffic_capture=0.0,
     )
     service = Service.from_settings(settings)
 
@@ -218,14 +222,7 @@ def play_demo(
     def send_images(
         stream: str, images: list[str], ids: list[str], groups: list[str]
     ) -> dict[str, Any]:
-        return predict_images(  # learnstream.predict, whose closed traffic windows are tested
-            service,
-            stream,
-            images,
-            ids=ids,
-            groups=groups,
-            on_traffic_closed=lambda name, _: process_pending(service, name),
-        )
+        return predict_images(service, stream, images, ids=ids, groups=groups)
 
     return service, run_demo(service, send_samples, send_images, plan, echo=echo)
 

@@ -12,13 +12,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from helpers import digit_samples, make_settings
 from sqlalchemy import select
 
+from service.api.app import create_app
 from service.context import Service
 from service.ingest.samples import ingest
 from service.models.serving import predict_images
 from service.pipeline.processor import process_pending
+from service.queries.listings import status
 from service.store.schema import Alert, TrafficWindow
 from service.traffic.drift import check_pending_traffic
 
@@ -100,6 +103,15 @@ def test_a_shift_in_traffic_opens_an_incident_and_unshifted_traffic_closes_it(
     with service.store.session() as session:
         states = session.scalars(select(TrafficWindow.state).order_by(TrafficWindow.seq)).all()
     assert states == ["tested"] * 4
+    # status and /metrics tell the same story
+    reported = status(service)["streams"]["s"]["traffic_drift"]
+    assert reported["verdicts"] == {"drift": 2, "no_drift": 2, "untested": 0, "waiting": 0}
+    assert reported["incident"]["traffic_windows"] == [2, 3] and not reported["incident"]["open"]
+    assert [w["window"] for w in reported["recent"]] == [4, 3, 2]  # the latest three
+    with TestClient(create_app(service)) as client:
+        scraped = client.get("/metrics").text
+    assert 'learnstream_traffic_windows{stream="s",verdict="drift"} 2.0' in scraped
+    assert 'learnstream_traffic_drift_open{stream="s"} 0.0' in scraped
 
 
 def test_an_open_traffic_incident_starts_the_adaptation_when_its_labels_arrive(
